@@ -1,0 +1,341 @@
+"""Anomaly-detection metrics: image AUROC, pixel AUROC, AU-PRO and the MKD paper's pixel metric.
+
+All functions take numpy arrays and return a Python float.  Conventions:
+
+* image labels / pixel masks: 1 (or True) = anomalous, 0 = normal;
+* scores / anomaly maps: higher = more anomalous;
+* masks are ``[N, Hm, Wm]`` and maps ``[N, H, W]`` (a singleton channel axis ``[N, 1, H, W]`` is
+  accepted too).  Maps whose size differs from the masks' are resized bilinearly to mask
+  resolution (:func:`_maps_to_mask_size`) before any pixel metric is computed, because the
+  ground truth is defined at mask resolution.
+
+Any NaN/inf score or malformed input raises ``ValueError``: a silently wrong AUROC is worse than
+a crash in a benchmark.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["image_auroc", "pixel_auroc", "aupro", "paper_pixel_metric"]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and resizing helpers
+# ---------------------------------------------------------------------------------------------
+
+def _as_stack(arr, name: str) -> np.ndarray:
+    """Return ``arr`` as a 3-D ``[N, H, W]`` array (squeezing a singleton channel axis)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must have shape [N, H, W] (or [N, 1, H, W]), got {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        n_bad = int(arr.size - np.isfinite(arr).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN/inf value(s); anomaly scores must be finite")
+
+
+def _check_binary(arr: np.ndarray, name: str) -> np.ndarray:
+    """Validate that ``arr`` only holds 0/1 (or bools) and return it as a bool array."""
+    if arr.dtype == bool:
+        return arr
+    _check_finite(arr, name)
+    if not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        raise ValueError(f"{name} must contain only 0/1 values, found e.g. {bad.tolist()}")
+    return arr.astype(bool)
+
+
+def _resize_bilinear(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a ``[N, H, W]`` stack to ``[N, *shape]`` (float64).
+
+    Uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, i.e. the
+    half-pixel-centre convention of PyTorch/OpenCV's ``cv2.resize`` (no antialiasing).
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    stack = np.asarray(stack, dtype=np.float64)
+    if stack.shape[1:] == shape:
+        return stack
+    t = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
+    out = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)
+    return out[:, 0].numpy()
+
+
+def _maps_to_mask_size(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize anomaly maps ``[N, H, W]`` to mask resolution ``shape = (Hm, Wm)``.
+
+    Bilinear, ``align_corners=False`` (see :func:`_resize_bilinear`); a no-op (apart from the cast
+    to float64) when the sizes already match.  Sharing this helper keeps pixel AUROC and AU-PRO
+    computed on exactly the same pixels.
+    """
+    maps = _as_stack(maps, "maps")
+    _check_finite(maps, "maps")
+    return _resize_bilinear(maps, shape)
+
+
+def _masks_and_maps(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (masks, maps) pair; return bool masks and float64 maps at mask resolution."""
+    masks = _check_binary(_as_stack(masks, "masks"), "masks")
+    maps = _as_stack(maps, "maps")
+    if masks.shape[0] != maps.shape[0]:
+        raise ValueError(
+            f"masks and maps disagree on the number of images: {masks.shape[0]} vs {maps.shape[0]}"
+        )
+    return masks, _maps_to_mask_size(maps, masks.shape[1:])
+
+
+def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# image level
+# ---------------------------------------------------------------------------------------------
+
+def image_auroc(labels, scores) -> float:
+    """Image-level ROC-AUC (label 1 = anomalous, higher score = more anomalous).
+
+    Area under the ROC curve, equal to the Mann–Whitney probability that a random anomalous image
+    scores higher than a random normal one (ties count 1/2).  It is the standard image-level
+    detection metric on MVTec AD (Bergmann et al., CVPR 2019) and the one reported in Table 1 of
+    the MKD paper (Salehi et al., CVPR 2021).  Computed with ``sklearn.metrics.roc_auc_score``.
+
+    Raises ``ValueError`` if only one class is present (AUROC is undefined) or if any score is
+    NaN/inf.
+    """
+    labels = np.asarray(labels).ravel()
+    scores = np.asarray(scores).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels and scores differ in length: {labels.size} vs {scores.size}")
+    if labels.size == 0:
+        raise ValueError("image_auroc got no samples")
+    labels = _check_binary(labels, "labels")
+    _check_finite(scores, "scores")
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        which = "anomalous (1)" if n_pos else "normal (0)"
+        raise ValueError(
+            f"image_auroc needs both normal and anomalous samples, but all {labels.size} are {which}"
+        )
+    return float(roc_auc_score(labels, scores.astype(np.float64)))
+
+
+# ---------------------------------------------------------------------------------------------
+# pixel level
+# ---------------------------------------------------------------------------------------------
+
+def pixel_auroc(masks, maps) -> float:
+    """Standard pixel-level ROC-AUC over all pixels of all test images (MVTec AD protocol).
+
+    Every pixel of every test image, defect-free images included, is one sample; its label is the
+    ground-truth mask and its score the anomaly map value (maps are first resized bilinearly to
+    mask resolution).  This is the "pixel AUROC" used by most MVTec AD papers (e.g. Bergmann et
+    al., CVPR 2020 / IJCV 2021).  It is *not* the MKD paper's own localisation number; see
+    :func:`paper_pixel_metric` for that.
+
+    Memory is O(number of pixels): the stack is flattened once and passed to
+    ``sklearn.metrics.roc_auc_score``.
+    """
+    masks, maps = _masks_and_maps(masks, maps)
+    y = masks.ravel()
+    n_pos = int(np.count_nonzero(y))
+    if n_pos == 0:
+        raise ValueError("pixel_auroc: the masks contain no anomalous pixel")
+    if n_pos == y.size:
+        raise ValueError("pixel_auroc: the masks contain no normal pixel")
+    return float(roc_auc_score(y, maps.ravel()))
+
+
+_STRUCT_8CONN_2D_IN_3D = np.zeros((3, 3, 3), dtype=bool)
+_STRUCT_8CONN_2D_IN_3D[1] = True  # 8-connectivity within an image, none across images
+
+
+def _pro_fpr_curve(masks: np.ndarray, maps: np.ndarray, num_thresholds: int | None):
+    """(FPR, PRO) points for thresholds from +inf downwards; see :func:`aupro`."""
+    labels, num_regions = ndimage.label(masks, structure=_STRUCT_8CONN_2D_IN_3D)
+    if num_regions == 0:
+        raise ValueError("aupro: the ground-truth masks contain no defect region")
+    labels = labels.ravel()
+    region_size = np.bincount(labels, minlength=num_regions + 1)
+    num_normal = int(region_size[0])
+    if num_normal == 0:
+        raise ValueError("aupro: the ground-truth masks contain no normal pixel")
+
+    # Per-pixel contribution to PRO once it is above threshold: 1 / |region| / num_regions.
+    region_weight = np.zeros(num_regions + 1, dtype=np.float64)
+    region_weight[1:] = 1.0 / (region_size[1:] * float(num_regions))
+
+    scores = maps.ravel()
+    order = np.argsort(scores, kind="stable")[::-1]   # descending score
+    sorted_scores = scores[order]
+    sorted_labels = labels[order]
+    del order
+    cum_pro = np.cumsum(region_weight[sorted_labels])
+    cum_fp = np.cumsum(sorted_labels == 0)
+    del sorted_labels
+
+    if num_thresholds is None:
+        # One curve point per distinct score: the last position of every run of equal scores,
+        # so tied pixels enter together.
+        ends = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1])
+        ends = np.append(ends, sorted_scores.size - 1)
+    else:
+        # Evenly spaced grid from max to min score; the number of pixels with score >= t is
+        # found by binary search in the ascending order.
+        asc = sorted_scores[::-1]
+        thresholds = np.linspace(asc[-1], asc[0], int(num_thresholds))
+        counts = asc.size - np.searchsorted(asc, thresholds, side="left")
+        counts[-1] = asc.size  # min score: every pixel is above, avoid rounding in linspace
+        ends = counts[counts > 0] - 1
+
+    fpr = np.concatenate(([0.0], cum_fp[ends] / num_normal))
+    pro = np.concatenate(([0.0], np.clip(cum_pro[ends], 0.0, 1.0)))
+    return fpr, pro
+
+
+def aupro(masks, maps, fpr_limit: float = 0.3, num_thresholds: int | None = None) -> float:
+    """Normalised area under the per-region-overlap (PRO) curve up to ``fpr_limit`` (AU-PRO).
+
+    Definition (Bergmann et al., "MVTec AD", IJCV 2021, Sec. 5.1; also CVPR 2020 "Uninformed
+    Students"): split every ground-truth mask into connected components (8-connectivity) — the
+    defect regions.  For a threshold ``t``
+
+    * ``PRO(t)`` = mean over all regions ``C_k`` of ``|C_k ∩ {map >= t}| / |C_k|``,
+    * ``FPR(t)`` = fraction of all normal pixels (mask == 0, over all test images, defect-free
+      ones included) with ``map >= t``.
+
+    The metric is ``∫_0^fpr_limit PRO dFPR / fpr_limit`` (trapezoid rule, the curve linearly
+    interpolated at exactly ``fpr_limit``), so a perfect detector scores 1.0 and a random one
+    about ``fpr_limit / 2``.  Per-region averaging stops large defects from dominating, unlike
+    pixel AUROC.
+
+    With ``num_thresholds=None`` (default) the curve is exact: all pixel scores are sorted once
+    and every distinct score is a threshold; per-region true-positive fractions are accumulated
+    with a cumulative sum of per-pixel weights ``1 / |C_k| / num_regions``, so tied pixels enter
+    at the same threshold and nothing loops over thresholds in Python.  With an integer
+    ``num_thresholds`` the curve is sampled at that many evenly spaced thresholds between the
+    minimum and maximum score instead (as in MVTec's reference evaluation; an approximation).
+
+    Maps are resized to mask resolution with :func:`_maps_to_mask_size`.  Memory is O(pixels).
+    Raises ``ValueError`` if there are no defect regions or no normal pixels.
+    """
+    fpr_limit = float(fpr_limit)
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    if num_thresholds is not None and int(num_thresholds) < 2:
+        raise ValueError(f"num_thresholds must be None or >= 2, got {num_thresholds}")
+    masks, maps = _masks_and_maps(masks, maps)
+    fpr, pro = _pro_fpr_curve(masks, maps, num_thresholds)
+
+    # Keep the points with FPR <= limit and close the curve with an interpolated point at the
+    # limit (the first point beyond it has strictly larger FPR, so the division is safe).
+    n_in = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    x, y = fpr[:n_in], pro[:n_in]
+    if n_in < fpr.size:
+        x0, x1, y0, y1 = fpr[n_in - 1], fpr[n_in], pro[n_in - 1], pro[n_in]
+        y_lim = y0 + (fpr_limit - x0) / (x1 - x0) * (y1 - y0)
+        x = np.append(x, fpr_limit)
+        y = np.append(y, y_lim)
+    return float(np.clip(_trapezoid(x, y) / fpr_limit, 0.0, 1.0))
+
+
+_CROSS_3X3 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+_CROSS_IN_3D = np.zeros((3, 3, 3), dtype=bool)
+_CROSS_IN_3D[1] = _CROSS_3X3  # opening acts within each image only
+
+
+def _open_grey(maps: np.ndarray) -> np.ndarray:
+    """Grey-level opening of every map with the 3×3 cross, OpenCV border semantics.
+
+    Flat morphology commutes with thresholding: ``open(map > t) == open_grey(map) > t`` for
+    every ``t`` (erosion = min filter, dilation = max filter, and ``min/max(...) > t`` is the
+    AND/OR of the per-pixel tests).  So opening the grey map once gives the opened binary map at
+    *every* threshold exactly.  Borders follow ``cv2.morphologyEx(MORPH_OPEN)`` defaults:
+    outside pixels never erode (+inf) and never dilate (-inf).
+    """
+    eroded = ndimage.grey_erosion(maps, footprint=_CROSS_IN_3D, mode="constant", cval=np.inf)
+    return ndimage.grey_dilation(eroded, footprint=_CROSS_IN_3D, mode="constant", cval=-np.inf)
+
+
+def paper_pixel_metric(masks, maps, size: int = 128, num_thresholds: int = 1000) -> float:
+    """The MKD paper's own localisation score — NOT the standard pixel AUROC.
+
+    Reimplements the localisation evaluation of Salehi et al., "Multiresolution Knowledge
+    Distillation for Anomaly Detection" (CVPR 2021), whose reported pixel numbers are computed
+    differently from :func:`pixel_auroc`:
+
+    1. only *defective* test images (mask has at least one positive pixel) are used;
+    2. maps and masks are resized bilinearly to ``size × size``; a ground-truth pixel is
+       positive if the resized (soft) mask is > 0.5;
+    3. maps are min-max normalised to [0, 1] with the global min/max over the defective set;
+    4. for each of ``num_thresholds`` evenly spaced thresholds ``t`` in [0, 1] the binary map
+       ``map > t`` is cleaned by a morphological opening with the 3×3 elliptic structuring
+       element of OpenCV (``getStructuringElement(MORPH_ELLIPSE, (3, 3))``, a plus/cross),
+       and TPR/FPR are counted over all pixels of the defective images;
+    5. the score is the trapezoid area under these (FPR, TPR) points sorted by FPR, with (0, 0)
+       and (1, 1) added.
+
+    Because ignoring defect-free images and the opening both change the result, numbers from
+    this function are only comparable with the paper's table, not with other papers' pixel
+    AUROC.
+
+    Implementation: opening is computed once on the grey maps (exactly equivalent per threshold,
+    see :func:`_open_grey`), so all thresholds cost one sort — fast for any ``num_thresholds``.
+    Border handling matches OpenCV's defaults (pixels outside the image neither erode nor
+    dilate), which differs from ``scipy.ndimage.binary_opening``'s default only on the outermost
+    pixel ring.
+    """
+    size = int(size)
+    num_thresholds = int(num_thresholds)
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if num_thresholds < 1:
+        raise ValueError(f"num_thresholds must be >= 1, got {num_thresholds}")
+    masks = _check_binary(_as_stack(masks, "masks"), "masks")
+    maps = _as_stack(maps, "maps")
+    _check_finite(maps, "maps")
+    if masks.shape[0] != maps.shape[0]:
+        raise ValueError(
+            f"masks and maps disagree on the number of images: {masks.shape[0]} vs {maps.shape[0]}"
+        )
+    defective = masks.reshape(masks.shape[0], -1).any(axis=1)
+    if not defective.any():
+        raise ValueError("paper_pixel_metric: no defective image (every mask is empty)")
+
+    gt = _resize_bilinear(masks[defective], (size, size)) > 0.5
+    amap = _resize_bilinear(maps[defective], (size, size))
+    lo, hi = float(amap.min()), float(amap.max())
+    amap = (amap - lo) / (hi - lo) if hi > lo else np.zeros_like(amap)
+
+    n_pos = int(np.count_nonzero(gt))
+    n_neg = gt.size - n_pos
+    if n_pos == 0:
+        raise ValueError(
+            f"paper_pixel_metric: no ground-truth pixel survives resizing to {size}x{size}"
+        )
+    if n_neg == 0:
+        raise ValueError("paper_pixel_metric: the defective images contain no normal pixel")
+
+    opened = _open_grey(amap)
+    pos_sorted = np.sort(opened[gt])
+    neg_sorted = np.sort(opened[~gt])
+    thresholds = np.linspace(0.0, 1.0, num_thresholds)
+    tp = pos_sorted.size - np.searchsorted(pos_sorted, thresholds, side="right")
+    fp = neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="right")
+    fpr = np.concatenate(([0.0], fp / n_neg, [1.0]))
+    tpr = np.concatenate(([0.0], tp / n_pos, [1.0]))
+    order = np.lexsort((tpr, fpr))
+    return float(np.clip(_trapezoid(fpr[order], tpr[order]), 0.0, 1.0))
