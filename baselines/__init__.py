@@ -6,7 +6,7 @@ To add one: write ``baselines/<name>.py`` (a config dataclass + a Detector, then
 
 import importlib
 
-MODULES: list[str] = []
+MODULES: list[str] = ["classic", "knn", "autoencoder", "deep_svdd", "stfpm", "patchcore"]
 
 for _module in MODULES:
     importlib.import_module(f"baselines.{_module}")

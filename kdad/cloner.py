@@ -70,8 +70,10 @@ class Cloner(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
+        self.to(memory_format=torch.channels_last)  # faster on CPU; see Expert.freeze
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
         out = []
         for i, layer in enumerate(self.features):
             x = layer(x)

@@ -14,9 +14,10 @@ per-image gradients. Chunks of ``config.map_batch`` images bound the memory.
   image x₀, ``ig_steps`` Riemann steps (Sundararajan et al. 2017).
 
 ``grad_through="both"`` lets the gradient flow through the expert too (the official code);
-``"cloner"`` keeps the expert's activations of the clean image as a constant target (the paper's
-text) — they are the ones already computed for the image's score, so the expert runs no backward
-pass. The map is |gradient| summed over channels, then a Gaussian filter of σ = ``blur_sigma``.
+``"cloner"`` stops the gradient at the expert (the paper's text): the expert's activations are a
+constant target. For plain gradients and guided backprop that target is the clean image's
+activations already computed for its score (cached hints), so the expert runs no pass at all; for
+SmoothGrad and integrated gradients the expert runs forward only, on each perturbed input. The map is |gradient| summed over channels, then a Gaussian filter of σ = ``blur_sigma``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,8 @@ def localize(model, images: torch.Tensor, *, hints: Sequence[torch.Tensor] | Non
     for i in range(0, len(images), cfg.map_batch):
         x = model.preprocess(images[i:i + cfg.map_batch])
         target = None
-        if cfg.grad_through == "cloner":
-            if hints is not None:
-                target = [h[i:i + cfg.map_batch].float() for h in hints]
-            else:
-                with torch.no_grad():
-                    target = model.expert(x)
+        if cfg.grad_through == "cloner" and hints is not None:
+            target = [h[i:i + cfg.map_batch].float() for h in hints]
         grad = _attribution(model, x, target, method)
         maps.append(grad.abs().sum(dim=1).numpy())
     out = np.concatenate(maps).astype(np.float32)
@@ -58,7 +55,12 @@ def localize(model, images: torch.Tensor, *, hints: Sequence[torch.Tensor] | Non
     return out
 
 
-def _grad(model, x: torch.Tensor, target) -> torch.Tensor:
+def _grad(model, x: torch.Tensor, target=None) -> torch.Tensor:
+    """∂(Σ per-image loss)/∂x. ``target``: fixed expert hints for ``x``; without them the expert runs
+    on ``x`` — inside autograd when ``grad_through == "both"``, as a constant otherwise."""
+    if target is None and model.config.grad_through == "cloner":
+        with torch.no_grad():
+            target = model.expert(x)
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = model.per_image_loss(x, target).sum()
@@ -79,13 +81,13 @@ def _attribution(model, x: torch.Tensor, target, method: str) -> torch.Tensor:
         total = torch.zeros_like(x)
         for _ in range(cfg.smooth_grad_samples):
             noise = torch.randn(x.shape, generator=gen) * (cfg.smooth_grad_noise * span)
-            total += _grad(model, x + noise, target)
+            total += _grad(model, x + noise)
         return total / cfg.smooth_grad_samples
     # integrated gradients from a black image (zeros before normalisation)
     black = model.preprocess(torch.zeros(1, x.shape[1], *x.shape[2:], dtype=torch.uint8)).expand_as(x)
     total = torch.zeros_like(x)
     for k in range(1, cfg.ig_steps + 1):
-        total += _grad(model, black + (k / cfg.ig_steps) * (x - black), target)
+        total += _grad(model, black + (k / cfg.ig_steps) * (x - black))
     return (x - black) * total / cfg.ig_steps
 
 

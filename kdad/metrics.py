@@ -53,6 +53,11 @@ def _check_binary(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype == bool:
         return arr
     _check_finite(arr, name)
+    if np.issubdtype(arr.dtype, np.integer):  # fast path (np.isin hashes every pixel)
+        if arr.size and (arr.max() > 1 or arr.min() < 0):
+            bad = np.unique(arr[(arr > 1) | (arr < 0)])[:5]
+            raise ValueError(f"{name} must contain only 0/1 values, found e.g. {bad.tolist()}")
+        return arr.astype(bool)
     if not np.isin(arr, (0, 1)).all():
         bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
         raise ValueError(f"{name} must contain only 0/1 values, found e.g. {bad.tolist()}")
@@ -146,8 +151,8 @@ def pixel_auroc(masks, maps) -> float:
     al., CVPR 2020 / IJCV 2021).  It is *not* the MKD paper's own localisation number; see
     :func:`paper_pixel_metric` for that.
 
-    Memory is O(number of pixels): the stack is flattened once and passed to
-    ``sklearn.metrics.roc_auc_score``.
+    Memory is O(number of pixels). Computed by :func:`_binary_auroc` (one float32 sort; tests
+    check it equals ``sklearn.metrics.roc_auc_score``, which is 3-4x slower on millions of pixels).
     """
     masks, maps = _masks_and_maps(masks, maps)
     y = masks.ravel()
@@ -156,7 +161,27 @@ def pixel_auroc(masks, maps) -> float:
         raise ValueError("pixel_auroc: the masks contain no anomalous pixel")
     if n_pos == y.size:
         raise ValueError("pixel_auroc: the masks contain no normal pixel")
-    return float(roc_auc_score(y, maps.ravel()))
+    return _binary_auroc(y, maps.ravel())
+
+
+def _binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC = P(score of a positive > score of a negative) + ½ P(equal), by one sort.
+
+    Scores are grouped into runs of equal value (ties); each group contributes
+    ``pos_g · (negatives below it + ½ neg_g)``.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(scores)
+    s = scores[order]
+    y = np.asarray(labels, dtype=bool)[order]
+    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
+    cum_pos = np.cumsum(y, dtype=np.int64)[ends]
+    cum_neg = (ends + 1) - cum_pos
+    pos_g = np.diff(cum_pos, prepend=0)
+    neg_g = np.diff(cum_neg, prepend=0)
+    n_pos, n_neg = cum_pos[-1], cum_neg[-1]
+    auc = np.sum(pos_g * ((cum_neg - neg_g) + 0.5 * neg_g), dtype=np.float64) / (float(n_pos) * float(n_neg))
+    return float(auc)
 
 
 _STRUCT_8CONN_2D_IN_3D = np.zeros((3, 3, 3), dtype=bool)
@@ -178,8 +203,10 @@ def _pro_fpr_curve(masks: np.ndarray, maps: np.ndarray, num_thresholds: int | No
     region_weight = np.zeros(num_regions + 1, dtype=np.float64)
     region_weight[1:] = 1.0 / (region_size[1:] * float(num_regions))
 
-    scores = maps.ravel()
-    order = np.argsort(scores, kind="stable")[::-1]   # descending score
+    scores = maps.ravel().astype(np.float32)
+    # descending score; the order inside a run of ties is irrelevant (curve points are taken at
+    # the ends of runs), so the faster unstable sort is fine
+    order = np.argsort(scores)[::-1]
     sorted_scores = scores[order]
     sorted_labels = labels[order]
     del order

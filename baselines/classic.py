@@ -1,0 +1,184 @@
+"""Classic shallow detectors (scikit-learn) on raw pixels or on pooled expert features.
+
+Registry names ``ocsvm``, ``kde`` and ``iforest``. Each has ``features``:
+
+* ``"pixels"`` — the image flattened, pixels scaled to [0, 1];
+* ``"expert"`` — every hint of the frozen expert global-average-pooled and concatenated, then
+  (``standardize``) standardised with the *training* mean/std per dimension.
+
+Then, for OC-SVM and KDE, PCA fitted on the training set reduces to at most ``pca_dims`` dimensions
+(only when there are more). Nothing is chosen on test data or labels.
+
+Sources of the defaults:
+
+* One-class SVM — Schölkopf et al., "Estimating the support of a high-dimensional distribution",
+  Neural Computation 2001: RBF kernel; ν = 0.1 (an upper bound on the fraction of training
+  outliers, the value common in the deep one-class literature, e.g. Ruff et al. 2018 report
+  OC-SVM baselines with ν ∈ {0.01, 0.1}); γ = scikit-learn's "scale" heuristic 1 / (d · Var(X)),
+  a label-free choice instead of a grid search on test labels. Score = −decision_function.
+* Kernel density estimation — Gaussian kernel on PCA-*whitened* data (≤ 64 dims), so that the
+  identity-covariance form of Scott's rule applies: h = n^(−1/(d+4)) (Scott, "Multivariate Density
+  Estimation", 1992). Score = −log density.
+* Isolation Forest — Liu, Ting & Zhou, "Isolation forest", ICDM 2008: t = 100 trees, sub-sampling
+  size ψ = 256 (min(256, n)), as recommended there. Score = −score_samples (the paper's s(x, n)
+  anomaly score up to sign convention), random_state = seed.
+
+No localisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import KernelDensity
+from sklearn.svm import OneClassSVM
+
+from baselines._common import ExpertHints, check_images, pixels01, pooled, require, seed_everything
+from kdad.methods import MethodSpec, register_method
+
+FEATURES = ("pixels", "expert")
+
+
+@dataclass
+class _FeatureConfig:
+    features: str = "pixels"              # pixels | expert
+    expert: str = "efficientnet_lite0"
+    expert_weights: str | None = None
+    normalize: bool = True                # expert's mean/std on its input (features: expert only)
+    standardize: bool = True              # features: expert only — training mean/std per dimension
+
+    def __post_init__(self) -> None:
+        require(self.features in FEATURES, f"features must be one of {FEATURES}, got {self.features!r}")
+
+
+@dataclass
+class OCSVMConfig(_FeatureConfig):
+    """One-class SVM (Schölkopf et al. 2001); see the module docstring for the sources."""
+
+    nu: float = 0.1
+    gamma: str = "scale"                  # scale | auto (scikit-learn heuristics)
+    pca_dims: int = 64                    # PCA (fitted on train) when the features have more dims
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 < self.nu <= 1, f"nu must be in (0, 1], got {self.nu}")
+        require(self.gamma in ("scale", "auto"), f"gamma must be 'scale' or 'auto', got {self.gamma!r}")
+        require(self.pca_dims >= 1, "pca_dims must be ≥ 1")
+
+
+@dataclass
+class KDEConfig(_FeatureConfig):
+    """Gaussian KDE on PCA-whitened features, bandwidth by Scott's rule (Scott 1992)."""
+
+    pca_dims: int = 64
+    bandwidth: float | None = None        # None = Scott's rule n^(-1/(d+4)) on whitened data
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.pca_dims >= 1, "pca_dims must be ≥ 1")
+        require(self.bandwidth is None or self.bandwidth > 0, "bandwidth must be > 0")
+
+
+@dataclass
+class IForestConfig(_FeatureConfig):
+    """Isolation Forest (Liu et al. 2008): 100 trees, ψ = 256."""
+
+    n_estimators: int = 100
+    max_samples: int = 256                # ψ; min(ψ, n) is used
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.n_estimators >= 1 and self.max_samples >= 2, "n_estimators ≥ 1 and max_samples ≥ 2")
+
+
+class _Classic:
+    """Feature extraction (+ training standardisation + optional PCA) around one sklearn model."""
+
+    pca_whiten = False
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
+
+    def _raw(self, images: torch.Tensor, hints) -> np.ndarray:
+        images = check_images(images)
+        if self.config.features == "pixels":
+            return pixels01(images).flatten(1).double().numpy()
+        return pooled(self._hints(images, hints))
+
+    def _transform(self, x: np.ndarray) -> np.ndarray:
+        if self.mean_ is not None:
+            x = (x - self.mean_) / self.std_
+        if self.pca_ is not None:
+            x = self.pca_.transform(x)
+        return x
+
+    def _prepare_fit(self, images, seed: int, hints) -> np.ndarray:
+        seed_everything(seed)
+        x = self._raw(images, hints)
+        require(len(x) >= 2, "at least 2 training images are needed")
+        self.mean_ = self.std_ = self.pca_ = None
+        if self.config.features == "expert" and self.config.standardize:
+            self.mean_ = x.mean(axis=0)
+            self.std_ = x.std(axis=0) + 1e-8
+        x = self._transform(x)
+        dims = getattr(self.config, "pca_dims", None)
+        if dims is not None and (x.shape[1] > dims or self.pca_whiten):
+            k = min(dims, x.shape[1], len(x) - 1)
+            self.pca_ = PCA(n_components=k, whiten=self.pca_whiten, svd_solver="full", random_state=seed).fit(x)
+            x = self.pca_.transform(x)
+        return x
+
+    def score(self, images: torch.Tensor, *, hints=None) -> np.ndarray:
+        return np.asarray(self._score(self._transform(self._raw(images, hints))), dtype=np.float64)
+
+
+class OCSVM(_Classic):
+    def fit(self, images, *, seed: int, hints=None) -> "OCSVM":
+        x = self._prepare_fit(images, seed, hints)
+        self.model_ = OneClassSVM(kernel="rbf", nu=self.config.nu, gamma=self.config.gamma).fit(x)
+        return self
+
+    def _score(self, x):
+        return -self.model_.decision_function(x)
+
+
+class KDE(_Classic):
+    pca_whiten = True
+
+    def fit(self, images, *, seed: int, hints=None) -> "KDE":
+        x = self._prepare_fit(images, seed, hints)
+        n, d = x.shape
+        self.bandwidth_ = self.config.bandwidth or float(n ** (-1.0 / (d + 4)))
+        self.model_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth_).fit(x)
+        return self
+
+    def _score(self, x):
+        return -self.model_.score_samples(x)
+
+
+class IForest(_Classic):
+    def fit(self, images, *, seed: int, hints=None) -> "IForest":
+        x = self._prepare_fit(images, seed, hints)
+        self.model_ = IsolationForest(n_estimators=self.config.n_estimators,
+                                      max_samples=min(self.config.max_samples, len(x)),
+                                      random_state=seed).fit(x)
+        return self
+
+    def _score(self, x):
+        return -self.model_.score_samples(x)
+
+
+register_method(MethodSpec("ocsvm", OCSVMConfig, OCSVM, localizes=False, expert_field="expert",
+                           description="One-class SVM, RBF kernel, nu=0.1 (Schölkopf et al. 2001) on pixels "
+                                       "or pooled expert features"))
+register_method(MethodSpec("kde", KDEConfig, KDE, localizes=False, expert_field="expert",
+                           description="Gaussian kernel density on PCA-whitened pixels or pooled expert "
+                                       "features, Scott's bandwidth"))
+register_method(MethodSpec("iforest", IForestConfig, IForest, localizes=False, expert_field="expert",
+                           description="Isolation Forest, 100 trees, psi=256 (Liu et al. 2008) on pixels or "
+                                       "pooled expert features"))

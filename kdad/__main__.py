@@ -1,0 +1,3 @@
+from kdad.cli import entry
+
+entry()

@@ -1,0 +1,264 @@
+"""Statistics for the report: spread over seeds, bootstrap intervals, paired tests and ranks.
+
+Everything here takes tidy result rows (one row per run, see DESIGN.md "Results") and knows no
+method. Conventions:
+
+* values are whatever the caller passes (AUROC fractions in the result files);
+* "higher is better" for every value ranked here (AUROC, AU-PRO);
+* functions are deterministic: the bootstrap takes an explicit seed.
+
+References
+----------
+J. Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7:1-30, 2006
+(Friedman test, Nemenyi post-hoc test and its critical difference, Table 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+__all__ = [
+    "NEMENYI_Q_005",
+    "FriedmanResult",
+    "average_ranks",
+    "bootstrap_ci",
+    "category_mean_per_seed",
+    "complete_blocks",
+    "friedman_nemenyi",
+    "mean_std",
+    "nemenyi_cd",
+    "wilcoxon_vs_reference",
+]
+
+# Critical values q_alpha of the Nemenyi test for alpha = 0.05: the two-tailed Studentized range
+# statistic (infinite degrees of freedom) divided by sqrt(2), indexed by the number of compared
+# methods k.  k = 2..10 are copied from Demšar 2006, Table 5(a).  Demšar's table stops at k = 10;
+# k = 11..20 are q_{0.95}(k, inf) / sqrt(2) computed with scipy.stats.studentized_range and rounded to
+# three decimals (the same computation reproduces Table 5(a) to within 0.001).
+NEMENYI_Q_005: dict[int, float] = {
+    2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164,
+    11: 3.219, 12: 3.268, 13: 3.313, 14: 3.354, 15: 3.391, 16: 3.426, 17: 3.458, 18: 3.489,
+    19: 3.517, 20: 3.544,
+}
+
+# fewer pairs than this and the two-sided Wilcoxon signed-rank test cannot reach p < 0.05
+# (with n = 5 the smallest exact two-sided p is 2 / 2**5 = 0.0625), so no p-value is reported
+WILCOXON_MIN_PAIRS = 6
+
+
+def mean_std(df: pd.DataFrame, by: Sequence[str] | str, value: str) -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof = 1) and count of ``value`` per group.
+
+    Rows where ``value`` is NaN are ignored (a metric that was not computed is not a zero).
+    Returns one row per group with columns ``*by, mean, std, n``; ``std`` is NaN when n = 1.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    data = df.dropna(subset=[value])
+    if data.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "n"])
+    grouped = data.groupby(by, sort=True, dropna=False)[value]
+    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Draws ``n_boot`` resamples with replacement (numpy ``default_rng(seed)``, so the interval is
+    deterministic) and returns the ``alpha/2`` and ``1 - alpha/2`` quantiles of their means.
+    NaNs are dropped; an empty input gives ``(nan, nan)`` and a single value ``(v, v)``.  With a
+    handful of seeds the interval is narrow and optimistic — it describes seed noise only.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return (math.nan, math.nan)
+    if x.size == 1:
+        return (float(x[0]), float(x[0]))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    means = x[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def _check_unique(df: pd.DataFrame, keys: list[str], what: str) -> None:
+    dup = df.duplicated(subset=keys, keep=False)
+    if dup.any():
+        example = df.loc[dup, keys].head(3).to_dict("records")
+        raise ValueError(f"{what}: {int(dup.sum())} rows share the same {keys}; e.g. {example}. "
+                         "Each key must identify one run.")
+
+
+def wilcoxon_vs_reference(df: pd.DataFrame, reference_variant: str, value: str = "image_auroc",
+                          pair_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
+                          entity: str = "variant") -> pd.DataFrame:
+    """Paired two-sided Wilcoxon signed-rank test of every other variant against a reference.
+
+    Runs are paired on ``pair_on`` (by default the same dataset, protocol, category and seed); the
+    differences are ``other − reference``.  For each other variant the result holds ``n`` (pairs),
+    ``mean_diff``, ``median_diff``, ``statistic``, ``p_value`` (``scipy.stats.wilcoxon`` with its
+    defaults: two-sided, zero differences dropped) and ``note``.  When every difference is zero, or
+    there are fewer than ``WILCOXON_MIN_PAIRS`` pairs, ``statistic`` and ``p_value`` are NaN and the
+    note says why.  Duplicate keys are an error: a pair must be two single runs.
+    """
+    pair_on = list(pair_on)
+    data = df.dropna(subset=[value])
+    _check_unique(data, [*pair_on, entity], "wilcoxon_vs_reference")
+    ref = data[data[entity] == reference_variant][[*pair_on, value]]
+    if ref.empty:
+        raise ValueError(f"reference {entity} {reference_variant!r} has no rows with {value}")
+    rows = []
+    for other in sorted(set(data[entity]) - {reference_variant}):
+        cur = data[data[entity] == other][[*pair_on, value]]
+        merged = cur.merge(ref, on=pair_on, suffixes=("_other", "_ref"))
+        diff = (merged[f"{value}_other"] - merged[f"{value}_ref"]).to_numpy(dtype=float)
+        row = {entity: other, "reference": reference_variant, "n": int(diff.size),
+               "mean_diff": float(diff.mean()) if diff.size else math.nan,
+               "median_diff": float(np.median(diff)) if diff.size else math.nan,
+               "statistic": math.nan, "p_value": math.nan, "note": ""}
+        if diff.size < WILCOXON_MIN_PAIRS:
+            row["note"] = f"n = {diff.size} < {WILCOXON_MIN_PAIRS} pairs: no test"
+        elif np.all(diff == 0):
+            row["note"] = "all differences are zero: no test"
+        else:
+            res = sps.wilcoxon(diff, alternative="two-sided")
+            row["statistic"] = float(res.statistic)
+            row["p_value"] = float(res.pvalue)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[entity, "reference", "n", "mean_diff", "median_diff",
+                                       "statistic", "p_value", "note"])
+
+
+def complete_blocks(df: pd.DataFrame, value: str, block_on: Sequence[str], entity: str) -> pd.DataFrame:
+    """Blocks × entities table of ``value``, keeping only blocks in which every entity has a value.
+
+    Rank statistics compare entities on the same blocks; a block missing an entity is dropped rather
+    than imputed.  Duplicate (block, entity) keys are an error.
+    """
+    block_on = list(block_on)
+    data = df.dropna(subset=[value])
+    _check_unique(data, [*block_on, entity], "complete_blocks")
+    if data.empty:
+        return pd.DataFrame()
+    table = data.pivot_table(index=block_on, columns=entity, values=value, aggfunc="first")
+    return table.dropna(axis=0, how="any")
+
+
+def average_ranks(df: pd.DataFrame, value: str,
+                  block_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
+                  entity: str = "variant") -> pd.Series:
+    """Mean rank of each entity over the complete blocks (Demšar 2006, Sec. 3.2.2).
+
+    Within a block the highest ``value`` gets rank 1; ties share the average of their ranks.
+    Returns the mean ranks sorted best first (name ``mean_rank``); blocks missing an entity are
+    dropped (see :func:`complete_blocks`).
+    """
+    table = complete_blocks(df, value, block_on, entity)
+    if table.empty:
+        return pd.Series(dtype=float, name="mean_rank")
+    ranks = table.rank(axis=1, ascending=False, method="average")
+    return ranks.mean(axis=0).sort_values().rename("mean_rank")
+
+
+def nemenyi_cd(k: int, n_blocks: int, q_table: dict[int, float] = NEMENYI_Q_005) -> float:
+    """Nemenyi critical difference CD = q_α · sqrt(k (k + 1) / (6 N)) (Demšar 2006, Sec. 3.2.2)."""
+    if k not in q_table:
+        raise ValueError(f"no Nemenyi q value for k = {k}; the table covers k = {min(q_table)}..{max(q_table)}")
+    if n_blocks < 1:
+        return math.nan
+    return q_table[k] * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
+
+
+@dataclass
+class FriedmanResult:
+    """Outcome of :func:`friedman_nemenyi`; ``p_value`` is NaN (see ``note``) when k < 3."""
+
+    mean_ranks: pd.Series
+    k: int
+    n_blocks: int
+    statistic: float
+    p_value: float
+    q_alpha: float
+    cd: float
+    alpha: float = 0.05
+    note: str = ""
+    blocks_dropped: int = 0
+    entities: list[str] = field(default_factory=list)
+
+
+def friedman_nemenyi(df: pd.DataFrame, value: str,
+                     block_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
+                     entity: str = "variant", alpha: float = 0.05) -> FriedmanResult:
+    """Friedman test over complete blocks and the Nemenyi critical difference at ``alpha`` = 0.05.
+
+    The Friedman χ² and its p-value come from ``scipy.stats.friedmanchisquare`` (with scipy's tie
+    correction), which needs k ≥ 3 entities.  Two entities whose mean ranks differ by more than
+    ``cd`` differ significantly (Nemenyi, Demšar 2006).
+    """
+    if alpha != 0.05:
+        raise ValueError("only alpha = 0.05 is tabulated (NEMENYI_Q_005)")
+    block_on = list(block_on)
+    n_all = len(df.dropna(subset=[value]).groupby(block_on).size()) if len(df) else 0
+    table = complete_blocks(df, value, block_on, entity)
+    k, n = table.shape[1], table.shape[0]
+    mean_ranks = average_ranks(df, value, block_on, entity)
+    result = FriedmanResult(mean_ranks=mean_ranks, k=k, n_blocks=n, statistic=math.nan,
+                            p_value=math.nan, q_alpha=NEMENYI_Q_005.get(k, math.nan), cd=math.nan,
+                            blocks_dropped=n_all - n, entities=list(table.columns))
+    if k < 2 or n == 0:
+        result.note = f"need at least 2 {entity}s on common blocks (have k = {k}, N = {n})"
+        return result
+    result.cd = nemenyi_cd(k, n)
+    if k < 3:
+        result.note = "Friedman test needs k >= 3; compare two with the Wilcoxon test"
+        return result
+    if n < 2:
+        result.note = f"N = {n} block: no Friedman test"
+        return result
+    if np.all(table.to_numpy() == table.to_numpy()[:, :1]):
+        result.note = "all entities tie in every block: no Friedman test"
+        return result
+    res = sps.friedmanchisquare(*[table[c].to_numpy() for c in table.columns])
+    result.statistic, result.p_value = float(res.statistic), float(res.pvalue)
+    return result
+
+
+def category_mean_per_seed(df: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``keys`` and per seed, the mean of ``value`` over categories.
+
+    This is how a dataset-level number ("mean" row, the paper's 15-category mean) is formed: average
+    the categories within one seed, then describe the spread of those per-seed means over seeds.
+    Only categories that have a value for *every* seed of the group enter, so all seeds average the
+    same categories; ``n_categories`` says how many.  Groups with no such category are left out.
+    Returns columns ``*keys, seed, value, n_categories``.
+    """
+    keys = list(keys)
+    data = df.dropna(subset=[value])
+    cols = [*keys, "seed", value, "n_categories"]
+    if data.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    groups = data.groupby(keys, sort=True) if keys else [((), data)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        table = g.pivot_table(index="category", columns="seed", values=value, aggfunc="mean")
+        table = table.dropna(axis=0, how="any")
+        if table.empty:
+            continue
+        part = table.mean(axis=0).rename(value).reset_index()
+        for name, k in zip(keys, key):
+            part[name] = k
+        part["n_categories"] = int(table.shape[0])
+        parts.append(part[cols])
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(parts, ignore_index=True)

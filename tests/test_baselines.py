@@ -1,0 +1,281 @@
+"""Contract and sanity tests for every registered baseline (every method but ``mkd``).
+
+A newly registered baseline is tested for free: the contract test iterates the registry, shrinking
+``epochs``-like fields and switching the expert to the random-weight one for speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from kdad.config import ConfigError
+from kdad.experts import build_expert
+from kdad.features import compute_hints
+from kdad.methods import build_method, get_method, method_names
+
+EXPERT = "efficientnet_lite0_random"
+BASELINES = [name for name in method_names() if name != "mkd"]
+EXPECTED = {"ocsvm", "kde", "iforest", "knn", "ae_l2", "ae_ssim", "deep_svdd", "stfpm", "patchcore"}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def smooth_images(n: int, rng: np.random.Generator, *, size: int = 32, channels: int = 1, square: int = 0):
+    """Smooth low-contrast uint8 images (blurred noise around grey 120, σ ≈ 10 levels); with
+    ``square`` > 0 each one gets a bright ``square``×``square`` patch at a random place.
+    Returns (images [n, C, size, size], masks [n, size, size] bool)."""
+    noise = ndimage.gaussian_filter(rng.normal(size=(n, channels, size, size)), sigma=(0, 0, 3, 3))
+    imgs = 120 + 10 * noise / noise.std()
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(n if square else 0):
+        y, x = rng.integers(0, size - square, size=2)
+        masks[i, y:y + square, x:x + square] = True
+        imgs[i][:, masks[i]] = 250
+    return torch.from_numpy(np.clip(imgs, 0, 255).round().astype(np.uint8)), masks
+
+
+def fast_options(name: str, epochs: int = 1) -> dict:
+    """Options making ``name`` fast: random-weight expert, few epochs, no pretraining."""
+    fields = {f.name for f in dataclasses.fields(get_method(name).config)}
+    options = {}
+    if "expert" in fields:
+        options["expert"] = EXPERT
+    if "epochs" in fields:
+        options["epochs"] = epochs
+    if "pretrain_epochs" in fields:
+        options["pretrain_epochs"] = 0
+    return options
+
+
+def memmapped_hints(tmp_path, tag: str, expert, config, images) -> list[np.ndarray]:
+    """The expert's float16 hints for ``images``, saved and memory-mapped like the hint cache."""
+    hints = compute_hints(expert, images, normalize=getattr(config, "normalize", True))
+    out = []
+    for k, h in enumerate(hints):
+        path = tmp_path / f"{tag}_h{k}.npy"
+        np.save(path, h)
+        out.append(np.load(path, mmap_mode="r"))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (unless KDAD_TEST_THREADS says otherwise) is faster, and
+    immune to OpenMP spinning when another process shares the 2 cores — with 2 threads and one busy
+    core this file ran ~10× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("KDAD_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    train, _ = smooth_images(48, rng)
+    test_normal, _ = smooth_images(12, rng)
+    test_anomalous, masks = smooth_images(12, rng, square=8)
+    return {"train": train, "test": torch.cat([test_normal, test_anomalous]),
+            "labels": np.r_[np.zeros(12), np.ones(12)], "anomalous": test_anomalous, "masks": masks}
+
+
+# ---------------------------------------------------------------------------------------------
+# registry and configs
+# ---------------------------------------------------------------------------------------------
+
+def test_all_baselines_registered():
+    assert EXPECTED <= set(BASELINES)
+    for name in BASELINES:
+        spec = get_method(name)
+        assert dataclasses.is_dataclass(spec.config)
+        fields = {f.name for f in dataclasses.fields(spec.config)}
+        if spec.expert_field is not None:
+            assert spec.expert_field in fields and "normalize" in fields
+        assert spec.localizes == hasattr(spec.build(spec.config()), "anomaly_map")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_unknown_config_keys_rejected(name):
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_method(name, {"no_such_option": 1})
+
+
+@pytest.mark.parametrize("name, options", [
+    ("ocsvm", {"features": "hog"}), ("kde", {"bandwidth": -1.0}), ("ae_l2", {"loss": "l1"}),
+    ("deep_svdd", {"architecture": "resnet"}), ("patchcore", {"coreset_ratio": 0.0}),
+    ("knn", {"k": 0}), ("stfpm", {"hint_indices": []}), ("iforest", {"n_estimators": "many"}),
+])
+def test_invalid_config_values_rejected(name, options):
+    with pytest.raises(ConfigError):
+        build_method(name, options)
+
+
+def test_defaults_follow_the_papers():
+    cfg = lambda name: build_method(name)[1]  # noqa: E731
+    assert (cfg("ocsvm").nu, cfg("ocsvm").gamma) == (0.1, "scale")
+    assert (cfg("iforest").n_estimators, cfg("iforest").max_samples) == (100, 256)
+    assert cfg("knn").k == 2
+    assert (cfg("deep_svdd").lr, cfg("deep_svdd").weight_decay, cfg("deep_svdd").pretrain_epochs) == (1e-4, 1e-6, 0)
+    stfpm = cfg("stfpm")
+    assert (stfpm.lr, stfpm.momentum, stfpm.weight_decay, stfpm.hint_indices) == (0.4, 0.9, 1e-4, (0, 1, 2))
+    pc = cfg("patchcore")
+    assert (pc.coreset_ratio, pc.neighbourhood, pc.blur_sigma, pc.hint_indices) == (0.1, 3, 4.0, (1, 2))
+    assert (cfg("ae_l2").loss, cfg("ae_ssim").loss) == ("l2", "ssim")
+    for name in BASELINES:
+        if get_method(name).expert_field:
+            assert getattr(cfg(name), get_method(name).expert_field) == "efficientnet_lite0"
+
+
+# ---------------------------------------------------------------------------------------------
+# the Detector contract, for every baseline
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_detector_contract(name, data, tmp_path):
+    spec, config, det = build_method(name, fast_options(name))
+    train, test = data["train"], data["test"]
+    scores = det.fit(train, seed=3).score(test)
+    assert isinstance(scores, np.ndarray) and scores.shape == (len(test),) and scores.dtype == np.float64
+    assert np.isfinite(scores).all()
+    assert np.ptp(scores) > 0, "every test image got the same score"
+    if spec.localizes:
+        maps = det.anomaly_map(test)
+        assert isinstance(maps, np.ndarray) and maps.shape == (len(test), 32, 32) and maps.dtype == np.float32
+        assert np.isfinite(maps).all()
+    for attr in vars(det):
+        assert attr.endswith("_") or attr.startswith("_") or attr == "config", f"{name}.{attr}"
+
+    # determinism: a fresh detector with the same seed gives identical scores
+    again = build_method(name, fast_options(name))[2].fit(train, seed=3).score(test)
+    np.testing.assert_array_equal(again, scores)
+
+    # cached (float16, memory-mapped) hints give the same result as hints=None
+    # (a random-weight expert differs per construction: use the one the detector built from the seed)
+    helper = getattr(det, "_hints", None)
+    expert = helper.expert if helper is not None else build_expert(EXPERT)
+    train_hints = memmapped_hints(tmp_path, "train", expert, config, train)
+    test_hints = memmapped_hints(tmp_path, "test", expert, config, test)
+    cached = build_method(name, fast_options(name))[2].fit(train, seed=3, hints=train_hints)
+    np.testing.assert_allclose(cached.score(test, hints=test_hints), scores, rtol=1e-3, atol=1e-4)
+    as_tensors = [torch.from_numpy(np.array(h)) for h in test_hints]  # float16 tensors, as the runner passes
+    np.testing.assert_allclose(cached.score(test, hints=as_tensors), scores, rtol=1e-3, atol=1e-4)
+    if spec.localizes:
+        np.testing.assert_allclose(cached.anomaly_map(test, hints=test_hints), maps, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["kde", "ae_ssim", "deep_svdd", "stfpm", "patchcore"])
+def test_rgb_and_64px_inputs(name):
+    rng = np.random.default_rng(1)
+    train, _ = smooth_images(16, rng, size=64, channels=3)
+    test, _ = smooth_images(4, rng, size=64, channels=3)
+    spec, _, det = build_method(name, fast_options(name))
+    scores = det.fit(train, seed=0).score(test)
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+    if spec.localizes:
+        assert det.anomaly_map(test).shape == (4, 64, 64)
+
+
+def test_different_seeds_differ(data):
+    a = build_method("ae_l2", fast_options("ae_l2"))[2].fit(data["train"], seed=0).score(data["test"])
+    b = build_method("ae_l2", fast_options("ae_l2"))[2].fit(data["train"], seed=1).score(data["test"])
+    assert not np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# planted anomalies: a bright square on smooth low-contrast images
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, options", [
+    ("ocsvm", {}), ("kde", {}), ("ocsvm", {"features": "expert"}), ("knn", {}),
+    ("ae_l2", {"epochs": 3}), ("ae_ssim", {"epochs": 3}), ("patchcore", {}),
+])
+def test_planted_anomalies_are_detected(name, options, data):
+    spec, _, det = build_method(name, {**fast_options(name), **options})
+    det.fit(data["train"], seed=0)
+    assert roc_auc_score(data["labels"], det.score(data["test"])) > 0.8
+    if spec.localizes:
+        maps, masks = det.anomaly_map(data["anomalous"]), data["masks"]
+        assert maps[masks].mean() > maps[~masks].mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# method-specific pieces
+# ---------------------------------------------------------------------------------------------
+
+def test_torch_ssim_matches_skimage():
+    from skimage.metrics import structural_similarity
+
+    from baselines.autoencoder import ssim_map
+
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 32, 32))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    _, ref = structural_similarity(a.transpose(1, 2, 0), b.transpose(1, 2, 0), data_range=1.0, channel_axis=2,
+                                   gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+    ours = ssim_map(torch.tensor(a)[None], torch.tensor(b)[None])[0].numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert ssim_map(torch.tensor(a)[None], torch.tensor(a)[None]).min() > 1 - 1e-6
+
+
+def test_greedy_coreset_is_farthest_first():
+    from baselines.patchcore import greedy_coreset
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(200, 5))).float()
+    chosen = greedy_coreset(x, 20, start=7).tolist()
+    assert chosen[0] == 7 and len(set(chosen)) == 20
+    for j in range(1, 20):  # each pick is the point farthest from those picked before it
+        d = torch.cdist(x, x[chosen[:j]]).min(dim=1).values
+        assert d[chosen[j]] == pytest.approx(d.max().item(), rel=1e-5)
+
+
+def test_patchcore_bank_size(data):
+    _, _, det = build_method("patchcore", fast_options("patchcore"))
+    det.fit(data["train"], seed=0)
+    n_patches = len(data["train"]) * 4 * 4  # hint 1 of the expert: stride 8 on 32×32 images
+    assert len(det.bank_) == math.ceil(0.1 * n_patches)
+    # every training image scores ~0 when the bank holds every patch
+    _, _, full = build_method("patchcore", {**fast_options("patchcore"), "coreset_ratio": 1.0})
+    assert full.fit(data["train"], seed=0).score(data["train"]).max() < 1e-2
+
+
+def test_patchcore_reweighting(data):
+    opts = fast_options("patchcore")
+    plain = build_method("patchcore", opts)[2].fit(data["train"], seed=0).score(data["test"])
+    reweighted = build_method("patchcore", {**opts, "reweight": True})[2].fit(data["train"], seed=0).score(data["test"])
+    assert np.isfinite(reweighted).all() and (reweighted <= plain + 1e-6).all() and (reweighted >= 0).all()
+
+
+def test_kde_bandwidth_is_scotts_rule(data):
+    _, _, det = build_method("kde")
+    det.fit(data["train"], seed=0)
+    n, d = len(data["train"]), det.pca_.n_components_
+    assert d == min(64, n - 1)
+    assert det.bandwidth_ == pytest.approx(n ** (-1 / (d + 4)))
+
+
+def test_deep_svdd_center_and_pretraining(data):
+    _, _, det = build_method("deep_svdd", {"epochs": 1, "pretrain_epochs": 2})
+    det.fit(data["train"], seed=0)
+    assert len(det.history_["pretrain"]) == 2 and len(det.history_["train"]) == 1
+    assert (det.center_.abs() >= 0.1 - 1e-7).all()
+    assert all(m.bias is None for m in det.net_.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert all(not m.affine for m in det.net_.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert np.isfinite(det.score(data["test"])).all()
+
+
+def test_stfpm_student_trains_and_teacher_stays_frozen(data):
+    _, _, det = build_method("stfpm", fast_options("stfpm", epochs=3))
+    det.fit(data["train"], seed=0)
+    assert det.history_[-1] < det.history_[0]
+    assert all(p.requires_grad for p in det.student_.parameters())
+    assert not any(p.requires_grad for p in det._hints.expert.parameters())
