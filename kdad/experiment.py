@@ -97,18 +97,22 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
 
 
 def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, dict]:
-    """(registry name, options) of a variant on a dataset, dataset-level epochs/normalize applied."""
+    """(registry name, options) of a variant on a dataset.
+
+    Dataset-level ``epochs``, ``normalize`` and ``overrides`` fill in options the variant does not
+    set itself (a variant's own ``epochs: 2`` wins, so a slow baseline can train shorter)."""
     from kdad.methods import get_method
 
     entry = dict(cfg.methods[variant])
     name = entry.pop("method")
     fields = {f.name for f in dataclasses.fields(get_method(name).config)}
     d = cfg.dataset(dataset)
+    own = set(entry)
     for key in ("epochs", "normalize"):
-        if getattr(d, key) is not None and key in fields:
+        if getattr(d, key) is not None and key in fields and key not in own:
             entry[key] = getattr(d, key)
     for key, value in (d.overrides or {}).items():
-        if key in fields:
+        if key in fields and key not in own:
             entry[key] = value
     return name, entry
 

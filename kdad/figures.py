@@ -46,7 +46,7 @@ DPI = 120
 # keeps the last k of them.  This is the single place the mapping is defined; the config names its
 # variants to match.  Variants such as ``mkd-hints-last`` are not in it and appear in the ablation
 # table only.
-HINT_VARIANTS: dict[str, int] = {"mkd-hints-1": 1, "mkd-hints-2": 2, "mkd-hints-3": 3, "mkd": 4}
+HINT_VARIANTS: dict[str, int] = {"mkd-hints-1": 1, "mkd-hints-2": 2, "mkd-hints-3": 3, "mkd-hints-4": 4}
 
 # Loss-term ablation: variant → label.  ``mkd`` uses both terms (direction + λ · value).
 LOSS_VARIANTS: dict[str, str] = {"mkd-loss-direction": "direction only", "mkd-loss-value": "value (MSE) only",

@@ -141,9 +141,13 @@ def _as_bool(series: pd.Series) -> pd.Series:
     return series.astype(str).str.strip().str.lower().map(mapping)
 
 
+ABLATION_PREFIX = "mkd-"
+
+
 def main_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each method's main entry (``variant == method``); ablation variants are left out."""
-    return df[df["variant"].astype(str) == df["method"].astype(str)]
+    """Rows of the compared methods: every variant except MKD's ablations (``mkd-…``), so a
+    baseline's feature variant (``ocsvm-expert``) is a column of its own."""
+    return df[~df["variant"].astype(str).str.startswith(ABLATION_PREFIX)]
 
 
 # --------------------------------------------------------------------------------------- ordering

@@ -35,10 +35,10 @@ def synthetic_runs() -> pd.DataFrame:
     """TEST DATA: two datasets (fashion_mnist both protocols, mvtec_ad one-class), 3 seeds."""
     rng = np.random.default_rng(123)
     rows = []
-    variants = ["mkd", "knn", "ocsvm", "mkd-hints-1", "mkd-hints-2", "mkd-hints-3", "mkd-loss-direction",
+    variants = ["mkd", "knn", "ocsvm", "mkd-hints-1", "mkd-hints-2", "mkd-hints-3", "mkd-hints-4", "mkd-loss-direction",
                 "mkd-loss-value", "mkd-lam-0.1", "mkd-lam-1"]
     base = {"mkd": 0.90, "knn": 0.85, "ocsvm": 0.80, "mkd-hints-1": 0.82, "mkd-hints-2": 0.85,
-            "mkd-hints-3": 0.88, "mkd-loss-direction": 0.86, "mkd-loss-value": 0.84, "mkd-lam-0.1": 0.89,
+            "mkd-hints-3": 0.88, "mkd-hints-4": 0.89, "mkd-loss-direction": 0.86, "mkd-loss-value": 0.84, "mkd-lam-0.1": 0.89,
             "mkd-lam-1": 0.87}
     for protocol in ("one-class", "multi-class"):
         for c in range(4):
@@ -307,7 +307,7 @@ def test_figures_written_as_png(results_dir, tmp_path):
     for p in paths:
         data = p.read_bytes()
         assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert HINT_VARIANTS["mkd"] == 4
+    assert HINT_VARIANTS["mkd-hints-4"] == 4
 
 
 def test_ranks_fall_back_to_seed_averaged_blocks():
