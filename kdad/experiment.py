@@ -39,7 +39,7 @@ class DatasetConfig:
     overrides: dict = field(default_factory=dict)  # any method option for this dataset (e.g. lam: 0.5)
     source: str | None = None               # a local copy (file or folder) instead of the download
     seed: int = 0                           # generator seed of synthetic datasets (textures)
-    localization_table: bool = False        # variant "mkd": every localisation method × Gaussian
+    localization_table: bool = False        # variant "mkd", one-class: every localisation method × Gaussian
     example_maps: bool = False              # keep a few maps of the first seed for the figure
 
 

@@ -178,7 +178,8 @@ def _run_category(cfg: ExperimentConfig, key: RunKey, category: str, ds: Prepare
         rows.append(row)
         if sub.defect is not None and spec.kind == "defect":
             defect_rows += _per_defect(base, name, sub.defect[test_rows], labels, scores, masks, maps)
-        if d.localization_table and method_name == "mkd" and key.variant == "mkd" and masks is not None:
+        if (d.localization_table and method_name == "mkd" and key.variant == "mkd" and key.protocol == "one-class"
+                and masks is not None):
             loc_rows += _localization_table(detector, base, name, images, hints, masks)
         if d.example_maps and maps is not None and key.seed == cfg.seeds[0]:
             pick = np.flatnonzero(labels == 1)[:2]

@@ -1,10 +1,14 @@
 rule report:
-    """Paper-style tables (md, tex, csv) and seaborn figures, from results/ alone (+ example maps)."""
+    """Paper-style tables (md, tex, csv) and seaborn figures, from results/ alone (+ example maps).
+
+    The figures are flagged for `snakemake --report report.html`, which collects them in one HTML."""
     input:
         runs=RESULTS / "runs.csv",
         maps_runs=maps_runs(),
     output:
-        REPORT / "index.md",
+        index=REPORT / "index.md",
+        figures=report(directory(REPORT / "figures"), patterns=["{name}.png"], category="figures",
+                       caption="report_caption.rst"),
     params:
         maps=lambda w, input: [os.path.join(os.path.dirname(f), "maps.npz") for f in input.maps_runs],
     log:
