@@ -93,6 +93,14 @@ def run(cfg: ExperimentConfig, key: RunKey, out_dir: str | Path) -> dict:
         cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
     merged: dict = {"rows": [], "defects": [], "localization": [], "history": {}}
     scores, examples = {}, {}
+    # partial results and checkpoints of an earlier attempt are reused only for the same settings
+    fingerprint = config_hash({"key": dataclasses.asdict(key), "options": method_options(cfg, key.dataset, key.variant),
+                               "dataset": dataclasses.asdict(cfg.dataset(key.dataset)), "code": code_version()})
+    stamp = out_dir / "partial" / "fingerprint"
+    if not stamp.is_file() or stamp.read_text() != fingerprint:
+        shutil.rmtree(out_dir / "partial", ignore_errors=True)
+        stamp.parent.mkdir(parents=True)
+        stamp.write_text(fingerprint)
     for category in key.categories:
         part = out_dir / "partial" / f"{slug(category)}.json"
         if part.is_file():
