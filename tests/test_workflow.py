@@ -137,3 +137,44 @@ def test_readme_commands_are_what_ci_runs():
     assert "make reproduce" in readme
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^reproduce:.*\n(\t.*\n)*\t\$\(BIN\)/snakemake --cores", makefile, re.M)
+
+
+def test_a_killed_job_resumes_and_ignores_stale_partials(tiny_run, tmp_path):
+    """A job killed after some categories keeps them; a partial from other settings is discarded."""
+    import json
+    import shutil
+
+    work, _ = tiny_run
+    done = work / "runs" / "mnist5k" / "one-class" / "mkd" / "seed0"
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "kdad", "run", "--config", str(work / "config.json"), "--dataset", "mnist5k",
+           "--protocol", "one-class", "--variant", "mkd", "--seed", "0", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = json.loads((out / "result.json").read_text())["rows"]
+    # simulate a kill after category "0": rebuild its partial with the right fingerprint
+    from kdad.config import config_hash
+    from kdad.experiment import load_config, method_options, run_key
+    from kdad.runs import code_version
+    import dataclasses
+    cfg = load_config(json.loads((work / "config.json").read_text()))
+    key = run_key(cfg, "mnist5k", "one-class", "mkd", 0)
+    fp = config_hash({"key": dataclasses.asdict(key), "options": method_options(cfg, "mnist5k", "mkd"),
+                      "dataset": dataclasses.asdict(cfg.dataset("mnist5k")), "code": code_version()})
+    partial = out / "partial"
+    partial.mkdir()
+    (partial / "fingerprint").write_text(fp)
+    marked = {"config": {}, "rows": [{**rows[0], "image_auroc": 0.123}], "defects": [], "localization": [],
+              "history": []}
+    (partial / "0.json").write_text(json.dumps(marked))
+    shutil.copy(done / "scores.npz", partial / "0.npz")
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0 and "reusing" in again.stderr
+    assert json.loads((out / "result.json").read_text())["rows"][0]["image_auroc"] == 0.123
+    # a partial written under other settings is not trusted
+    partial.mkdir()
+    (partial / "fingerprint").write_text("something else")
+    (partial / "0.json").write_text(json.dumps(marked))
+    third = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0 and "reusing" not in third.stderr
+    assert json.loads((out / "result.json").read_text())["rows"][0]["image_auroc"] == rows[0]["image_auroc"]
