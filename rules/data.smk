@@ -27,7 +27,7 @@ rule features:
         norm="norm|raw",
     params:
         normalize=lambda w: int(w.norm == "norm"),
-    threads: max(1, workflow.cores)
+    threads: 8  # Snakemake caps it at --cores
     shell:
         "{PY} -m kdad features --config {CONFIG_JSON} --dataset {wildcards.dataset} --expert {wildcards.expert}"
         " --normalize {params.normalize} --threads {threads} 2>&1 | tee {log}"

@@ -178,3 +178,11 @@ def test_a_killed_job_resumes_and_ignores_stale_partials(tiny_run, tmp_path):
     third = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert third.returncode == 0 and "reusing" not in third.stderr
     assert json.loads((out / "result.json").read_text())["rows"][0]["image_auroc"] == rows[0]["image_auroc"]
+
+
+def test_snakemake_report_collects_the_figures(tiny_run, tmp_path):
+    work, config = tiny_run
+    html = tmp_path / "report.html"
+    proc = _snakemake("--configfile", str(config), "--report", str(html))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert html.stat().st_size > 10_000 and "maps_textures" in html.read_text(errors="ignore")
