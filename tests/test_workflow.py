@@ -186,3 +186,13 @@ def test_snakemake_report_collects_the_figures(tiny_run, tmp_path):
     proc = _snakemake("--configfile", str(config), "--report", str(html))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert html.stat().st_size > 10_000 and "maps_textures" in html.read_text(errors="ignore")
+
+
+def test_paper_config_uses_the_papers_lambda_per_dataset():
+    from kdad.experiment import load_config, method_options
+    from kdad.mkd import MKDConfig
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    assert method_options(cfg, "mvtec_ad", "mkd")[1]["lam"] == 0.5
+    assert method_options(cfg, "mnist", "mkd")[1].get("lam", MKDConfig().lam) == 0.01
+    assert method_options(cfg, "mvtec_ad", "mkd-lam-0.1")[1]["lam"] == 0.1  # a variant's own value wins
+    assert method_options(cfg, "mvtec_ad", "mkd")[1]["epochs"] == 601
