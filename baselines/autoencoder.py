@@ -122,11 +122,6 @@ class Autoencoder:
     def __init__(self, config: AEConfig) -> None:
         self.config = config
 
-    @property
-    def history(self):
-        """Per-epoch mean training loss (what the runner records); ``history_`` after fit."""
-        return self.history_
-
     def _loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "l2":
             return F.mse_loss(recon, x)

@@ -108,11 +108,6 @@ class DeepSVDD:
     def __init__(self, config: DeepSVDDConfig) -> None:
         self.config = config
 
-    @property
-    def history(self):
-        """Per-epoch mean training loss (what the runner records); ``history_`` after fit."""
-        return self.history_
-
     def _batches(self, n: int, gen: torch.Generator):
         order = torch.randperm(n, generator=gen)
         b = self.config.batch_size

@@ -112,11 +112,6 @@ class STFPM:
         for i in config.hint_indices:
             require(0 <= i < n, f"hint index {i} out of range: {config.expert} has {n} hints")
 
-    @property
-    def history(self):
-        """Per-epoch mean training loss (what the runner records); ``history_`` after fit."""
-        return self.history_
-
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return self._template.preprocess(images, self.config.normalize)
 

@@ -207,15 +207,6 @@ class MKD(nn.Module):
         target = self.expert(x) if expert_hints is None else expert_hints
         return self.loss(self.cloner(x), target, self.config.score_hints)
 
-    def state(self) -> dict:
-        return {"config": asdict(self.config), "cloner": self.cloner.state_dict(), "history": self.history}
-
-    def load_state(self, state: dict) -> "MKD":
-        self.cloner.load_state_dict(state["cloner"])
-        self.history = state["history"]
-        self.cloner.eval()
-        return self
-
 
 def _reset_parameters(m: nn.Module) -> None:
     if isinstance(m, nn.Conv2d):

@@ -40,8 +40,7 @@ class Task:
     evaluations: list[tuple[str, str, np.ndarray, np.ndarray]]
 
 
-def task_categories(spec: DatasetSpec, protocol: str, meta: dict | None = None,
-                    categories: list[str] | None = None) -> list[str]:
+def task_categories(spec: DatasetSpec, protocol: str, categories: list[str] | None = None) -> list[str]:
     """The category wildcard values a protocol runs: one job per value."""
     if protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
@@ -51,14 +50,9 @@ def task_categories(spec: DatasetSpec, protocol: str, meta: dict | None = None,
         raise ProtocolError(f"{spec.name}: unknown categories {unknown}; known: {list(spec.categories)}")
     if spec.kind == "defect" and protocol == "multi-class" and not spec.pooled:
         return ["all"]
-    normal_class = (meta or {}).get("normal_class") or NORMAL_CLASS.get(spec.name)
-    if spec.kind == "semantic" and protocol == "one-class" and normal_class:
-        return [normal_class]
+    if spec.kind == "semantic" and protocol == "one-class" and spec.normal_class:
+        return [spec.normal_class]
     return cats
-
-
-# semantic sets whose paper protocol has one fixed normal class
-NORMAL_CLASS = {"oct": "NORMAL"}
 
 
 def make_task(ds: PreparedDataset, spec: DatasetSpec, protocol: str, category: str, seed: int, *,

@@ -202,7 +202,8 @@ def _run_category(cfg: ExperimentConfig, key: RunKey, category: str, ds: Prepare
             + (f", pixel AUROC {row['pixel_auroc']:.4f}, AU-PRO {row['aupro']:.4f}"
                if not np.isnan(row["pixel_auroc"]) else ""))
     result = {"config": dataclasses.asdict(mconfig), "rows": rows, "defects": defect_rows,
-              "localization": loc_rows, "history": getattr(detector, "history", [])}
+              "localization": loc_rows,
+              "history": getattr(detector, "history_", getattr(detector, "history", []))}
     return _jsonable(result), score_arrays, examples
 
 

@@ -43,6 +43,8 @@ class DatasetSpec:
     has_masks: whether the test split carries pixel masks.
     pooled: True when the dataset has no official train/test split (HeadCT, BrainMRI): every image
         is stored in ``test`` and the protocol draws the split from the run's seed.
+    normal_class: for a semantic set whose paper protocol has one fixed normal class (OCT: NORMAL),
+        that class; the one-class protocol then has that single task.
     """
 
     name: str
@@ -54,6 +56,7 @@ class DatasetSpec:
     prepare: Callable[[PrepareRequest], PreparedDataset]
     pooled: bool = False
     description: str = ""
+    normal_class: str | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

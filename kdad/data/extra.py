@@ -392,7 +392,7 @@ def prepare_oct(req: PrepareRequest) -> PreparedDataset:
 
 register(DatasetSpec(
     name="oct", kind="semantic", categories=OCT_CLASSES, image_size=128, channels=1, has_masks=False,
-    prepare=prepare_oct,
+    prepare=prepare_oct, normal_class=OCT_NORMAL,
     description="Retinal OCT scans (Kermany et al., via MedMNIST's OCTMNIST): CNV, DME, DRUSEN, NORMAL; NORMAL is "
                 "the normal class. Train = MedMNIST train split (validation split unused), test = test split.",
 ))
