@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 KINDS = ("semantic", "defect")
+FIELDS = ("images", "category", "anomalous", "defect", "masks", "level", "soft_masks")  # ImageSet's arrays
 
 
 class DatasetError(RuntimeError):
@@ -32,7 +33,10 @@ class ImageSet:
 
     Defect sets also carry ``anomalous`` bool [N], ``defect`` str [N] and, on the test split,
     ``masks`` uint8 [N, Hm, Wm] with values in {0, 1} (Hm, Wm may differ from H, W: pixel
-    metrics are computed at mask resolution).
+    metrics are computed at mask resolution). Optional: ``level`` str [N], a difficulty level of
+    each defect ("" for good images; generated sets grade their defects), and ``soft_masks`` uint8
+    [N, Hm, Wm], the fraction of each mask pixel covered by the defect (0..255) when the masks
+    were resized — the MKD paper's own pixel metric weighs pixels by it.
     """
 
     images: np.ndarray
@@ -40,17 +44,22 @@ class ImageSet:
     anomalous: np.ndarray | None = None
     defect: np.ndarray | None = None
     masks: np.ndarray | None = None
+    level: np.ndarray | None = None
+    soft_masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
             raise DatasetError(f"images must be uint8 [N, 1|3, H, W], got {self.images.dtype} {self.images.shape}")
-        for name in ("category", "anomalous", "defect", "masks"):
+        for name in FIELDS[1:]:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise DatasetError(f"{name} has {len(value)} rows, images have {n}")
         if self.masks is not None and (self.masks.dtype != np.uint8 or self.masks.ndim != 3):
             raise DatasetError(f"masks must be uint8 [N, H, W], got {self.masks.dtype} {self.masks.shape}")
+        if self.soft_masks is not None and (self.masks is None or self.soft_masks.shape != self.masks.shape
+                                            or self.soft_masks.dtype != np.uint8):
+            raise DatasetError("soft_masks must be uint8 with the shape of masks")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,8 +67,7 @@ class ImageSet:
     def subset(self, index: np.ndarray) -> "ImageSet":
         """Rows ``index`` (a boolean mask or integer indices) of every field."""
         pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return ImageSet(self.images[index], self.category[index], pick(self.anomalous), pick(self.defect),
-                        pick(self.masks))
+        return ImageSet(**{name: pick(getattr(self, name)) for name in FIELDS})
 
 
 @dataclass
@@ -88,7 +96,7 @@ class PreparedDataset:
         }
         for split in ("train", "test"):
             s: ImageSet = getattr(self, split)
-            for key in ("images", "category", "anomalous", "defect", "masks"):
+            for key in FIELDS:
                 value = getattr(s, key)
                 if value is not None:
                     arrays[f"{split}_{key}"] = value
@@ -103,8 +111,7 @@ class PreparedDataset:
             raise DatasetError(f"{path}: not a readable prepared dataset ({err}); delete it and prepare again") from err
         splits = {}
         for split in ("train", "test"):
-            splits[split] = ImageSet(**{k: data.get(f"{split}_{k}") for k in
-                                        ("images", "category", "anomalous", "defect", "masks")})
+            splits[split] = ImageSet(**{k: data.get(f"{split}_{k}") for k in FIELDS})
         return cls(str(data["name"]), str(data["kind"]), [str(c) for c in data["categories"]],
                    splits["train"], splits["test"],
                    dict(zip(map(str, data["meta_keys"]), map(str, data["meta_values"]))))
