@@ -8,6 +8,13 @@ i.e. five stride-2 blocks; a block whose output stride carries a hint ends in a 
 hint's channel count, all other convs are 16 wide. Convs have no bias; a conv directly followed by a
 pool has ReLU only, every other conv BatchNorm + ReLU; Xavier-uniform init. ``size="equal"`` uses
 the expert's own widths (the paper's "equal size" ablation).
+
+The hint outputs: VGG16's hints are max-pools of ReLUs (never negative), and so are the cloner's
+(``head="relu"``, the paper's network exactly). An expert whose hints are signed (EfficientNet's
+stage outputs end in a linear projection) needs a cloner that can produce negative values where
+the expert does: with ``head="linear"`` the conv that feeds a hint pool has no ReLU, so the pooled
+hint is a max over a linear map and takes either sign. ``head="auto"`` picks linear exactly when
+the expert declares a signed hint; ``relu`` on such an expert is kept as a declared ablation.
 """
 
 from __future__ import annotations
@@ -48,9 +55,14 @@ def cloner_config(hints: tuple[Hint, ...], size: str = "compact",
     return cfg
 
 
+HEADS = ("auto", "relu", "linear")
+
+
 class Cloner(nn.Module):
-    def __init__(self, cfg: list[int | str], hint_strides: tuple[int, ...]) -> None:
+    def __init__(self, cfg: list[int | str], hint_strides: tuple[int, ...], head: str = "relu") -> None:
         super().__init__()
+        if head not in ("relu", "linear"):
+            raise ValueError(f"cloner head must be 'relu' or 'linear', got {head!r}")
         layers: list[nn.Module] = []
         channels, stride = 3, 1
         self.tap: list[int] = []  # indices of the pool layers whose outputs are hints
@@ -62,9 +74,11 @@ class Cloner(nn.Module):
                     self.tap.append(len(layers) - 1)
                 continue
             layers.append(nn.Conv2d(channels, int(item), 3, padding=1, bias=False))
-            if i + 1 < len(cfg) and cfg[i + 1] != "M":
+            before_pool = i + 1 < len(cfg) and cfg[i + 1] == "M"
+            if not before_pool:
                 layers.append(nn.BatchNorm2d(int(item)))
-            layers.append(nn.ReLU(inplace=False))
+            if not (head == "linear" and before_pool and stride * 2 in hint_strides):
+                layers.append(nn.ReLU(inplace=False))
             channels = int(item)
         self.features = nn.Sequential(*layers)
         for m in self.modules():
@@ -82,6 +96,14 @@ class Cloner(nn.Module):
         return out
 
 
-def build_cloner(expert: Expert, size: str = "compact") -> Cloner:
+def resolve_head(expert: Expert, head: str = "auto") -> str:
+    if head not in HEADS:
+        raise ValueError(f"cloner head must be one of {HEADS}, got {head!r}")
+    if head == "auto":
+        return "linear" if any(h.signed for h in expert.hints) else "relu"
+    return head
+
+
+def build_cloner(expert: Expert, size: str = "compact", head: str = "auto") -> Cloner:
     cfg = cloner_config(expert.hints, size, expert.block_widths)
-    return Cloner(cfg, tuple(h.stride for h in expert.hints))
+    return Cloner(cfg, tuple(h.stride for h in expert.hints), resolve_head(expert, head))

