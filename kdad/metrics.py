@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
 
 __all__ = ["image_auroc", "pixel_auroc", "aupro", "paper_pixel_metric"]
 
@@ -116,7 +115,8 @@ def image_auroc(labels, scores) -> float:
     Area under the ROC curve, equal to the Mann–Whitney probability that a random anomalous image
     scores higher than a random normal one (ties count 1/2).  It is the standard image-level
     detection metric on MVTec AD (Bergmann et al., CVPR 2019) and the one reported in Table 1 of
-    the MKD paper (Salehi et al., CVPR 2021).  Computed with ``sklearn.metrics.roc_auc_score``.
+    the MKD paper (Salehi et al., CVPR 2021).  Computed by :func:`_binary_auroc` in float64 (tests check
+    it equals ``sklearn.metrics.roc_auc_score``; not importing scikit-learn keeps every job's start-up short).
 
     Raises ``ValueError`` if only one class is present (AUROC is undefined) or if any score is
     NaN/inf.
@@ -135,7 +135,7 @@ def image_auroc(labels, scores) -> float:
         raise ValueError(
             f"image_auroc needs both normal and anomalous samples, but all {labels.size} are {which}"
         )
-    return float(roc_auc_score(labels, scores.astype(np.float64)))
+    return _binary_auroc(labels, scores.astype(np.float64), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,13 +164,13 @@ def pixel_auroc(masks, maps) -> float:
     return _binary_auroc(y, maps.ravel())
 
 
-def _binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+def _binary_auroc(labels: np.ndarray, scores: np.ndarray, dtype=np.float32) -> float:
     """ROC-AUC = P(score of a positive > score of a negative) + ½ P(equal), by one sort.
 
     Scores are grouped into runs of equal value (ties); each group contributes
     ``pos_g · (negatives below it + ½ neg_g)``.
     """
-    scores = np.asarray(scores, dtype=np.float32)
+    scores = np.asarray(scores, dtype=dtype)
     order = np.argsort(scores)
     s = scores[order]
     y = np.asarray(labels, dtype=bool)[order]
@@ -287,8 +287,8 @@ _CROSS_IN_3D[1] = _CROSS_3X3  # opening acts within each image only
 def _open_grey(maps: np.ndarray) -> np.ndarray:
     """Grey-level opening of every map with the 3×3 cross, OpenCV border semantics.
 
-    Flat morphology commutes with thresholding: ``open(map > t) == open_grey(map) > t`` for
-    every ``t`` (erosion = min filter, dilation = max filter, and ``min/max(...) > t`` is the
+    Flat morphology commutes with thresholding: ``open(map >= t) == open_grey(map) >= t`` (and
+    likewise for ``>``) for every ``t`` (erosion = min filter, dilation = max filter, and ``min/max(...) > t`` is the
     AND/OR of the per-pixel tests).  So opening the grey map once gives the opened binary map at
     *every* threshold exactly.  Borders follow ``cv2.morphologyEx(MORPH_OPEN)`` defaults:
     outside pixels never erode (+inf) and never dilate (-inf).
@@ -297,40 +297,39 @@ def _open_grey(maps: np.ndarray) -> np.ndarray:
     return ndimage.grey_dilation(eroded, footprint=_CROSS_IN_3D, mode="constant", cval=-np.inf)
 
 
-def paper_pixel_metric(masks, maps, size: int = 128, num_thresholds: int = 1000) -> float:
-    """The MKD paper's own localisation score — NOT the standard pixel AUROC.
+def paper_pixel_metric(masks, maps, *, soft_masks=None, size: int = 128, num_thresholds: int = 1000) -> float:
+    """The MKD paper's own localisation number — NOT the standard pixel AUROC.
 
-    Reimplements the localisation evaluation of Salehi et al., "Multiresolution Knowledge
-    Distillation for Anomaly Detection" (CVPR 2021), whose reported pixel numbers are computed
-    differently from :func:`pixel_auroc`:
+    The computation of the official MKD code (``compute_localization_auc``), which produced the
+    paper's pixel numbers:
 
-    1. only *defective* test images (mask has at least one positive pixel) are used;
-    2. maps and masks are resized bilinearly to ``size × size``; a ground-truth pixel is
-       positive if the resized (soft) mask is > 0.5;
-    3. maps are min-max normalised to [0, 1] with the global min/max over the defective set;
-    4. for each of ``num_thresholds`` evenly spaced thresholds ``t`` in [0, 1] the binary map
-       ``map > t`` is cleaned by a morphological opening with the 3×3 elliptic structuring
-       element of OpenCV (``getStructuringElement(MORPH_ELLIPSE, (3, 3))``, a plus/cross),
-       and TPR/FPR are counted over all pixels of the defective images;
-    5. the score is the trapezoid area under these (FPR, TPR) points sorted by FPR, with (0, 0)
-       and (1, 1) added.
+    1. only *defective* test images (a mask with at least one positive pixel) are used;
+    2. the ground truth is *soft*: the mask resized to ``size × size`` bilinearly, values in [0, 1]
+       (``soft_masks``, uint8 0..255 coverage, when the dataset kept it; otherwise the binary mask,
+       resized bilinearly when its size differs);
+    3. the maps must already be normalised to [0, 1] per image — in the official code that is part
+       of the localisation method (Σ|gradient| over channels, min → 0, 99th percentile → 1, clipped;
+       see :mod:`kdad.localize`), so this function refuses maps outside [0, 1];
+    4. for each threshold t = 0, 1/num_thresholds, …, (num_thresholds − 1)/num_thresholds the
+       binary map ``map >= t`` is opened with OpenCV's 3×3 elliptic structuring element (a cross);
+    5. TPR(t) = Σ opened·gt / Σ gt and FPR(t) = Σ opened·(1 − gt) / Σ (1 − gt), the soft ground
+       truth acting as pixel weights;
+    6. the score is the trapezoid area under those points in threshold order, exactly as
+       ``sklearn.metrics.auc`` computes it; no end points are added (the curve starts at
+       (1, 1) for t = 0 and stops where the highest threshold leaves it, not at (0, 0)).
 
-    Because ignoring defect-free images and the opening both change the result, numbers from
-    this function are only comparable with the paper's table, not with other papers' pixel
-    AUROC.
+    Ignoring defect-free images, the opening and the missing end segment all change the number:
+    it is comparable with the paper's tables only, never with another paper's pixel AUROC.
 
-    Implementation: opening is computed once on the grey maps (exactly equivalent per threshold,
-    see :func:`_open_grey`), so all thresholds cost one sort — fast for any ``num_thresholds``.
-    Border handling matches OpenCV's defaults (pixels outside the image neither erode nor
-    dilate), which differs from ``scipy.ndimage.binary_opening``'s default only on the outermost
-    pixel ring.
+    Implementation: flat morphology commutes with thresholding (:func:`_open_grey`), so the grey
+    map is opened once and every threshold costs a binary search in the sorted values.
     """
     size = int(size)
     num_thresholds = int(num_thresholds)
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    if num_thresholds < 1:
-        raise ValueError(f"num_thresholds must be >= 1, got {num_thresholds}")
+    if num_thresholds < 2:
+        raise ValueError(f"num_thresholds must be >= 2, got {num_thresholds}")
     masks = _check_binary(_as_stack(masks, "masks"), "masks")
     maps = _as_stack(maps, "maps")
     _check_finite(maps, "maps")
@@ -338,31 +337,115 @@ def paper_pixel_metric(masks, maps, size: int = 128, num_thresholds: int = 1000)
         raise ValueError(
             f"masks and maps disagree on the number of images: {masks.shape[0]} vs {maps.shape[0]}"
         )
+    if maps.min() < -1e-6 or maps.max() > 1 + 1e-6:
+        raise ValueError(f"paper_pixel_metric needs maps normalised to [0, 1] (found {maps.min():.3g}.."
+                         f"{maps.max():.3g}); normalise them as the localisation method declares")
     defective = masks.reshape(masks.shape[0], -1).any(axis=1)
     if not defective.any():
         raise ValueError("paper_pixel_metric: no defective image (every mask is empty)")
-
-    gt = _resize_bilinear(masks[defective], (size, size)) > 0.5
-    amap = _resize_bilinear(maps[defective], (size, size))
-    lo, hi = float(amap.min()), float(amap.max())
-    amap = (amap - lo) / (hi - lo) if hi > lo else np.zeros_like(amap)
-
-    n_pos = int(np.count_nonzero(gt))
-    n_neg = gt.size - n_pos
-    if n_pos == 0:
-        raise ValueError(
-            f"paper_pixel_metric: no ground-truth pixel survives resizing to {size}x{size}"
-        )
-    if n_neg == 0:
+    if soft_masks is not None:
+        soft = _as_stack(soft_masks, "soft_masks")
+        if soft.shape != masks.shape:
+            raise ValueError(f"soft_masks {soft.shape} and masks {masks.shape} differ in shape")
+        gt = soft[defective].astype(np.float64) / (255.0 if soft.dtype == np.uint8 else 1.0)
+    else:
+        gt = masks[defective].astype(np.float64)
+    gt = np.clip(_resize_bilinear(gt, (size, size)), 0.0, 1.0)
+    amap = np.clip(_resize_bilinear(maps[defective], (size, size)), 0.0, 1.0)
+    pos_total = float(gt.sum())
+    neg_total = float((1.0 - gt).sum())
+    if pos_total <= 0:
+        raise ValueError(f"paper_pixel_metric: no ground-truth pixel survives resizing to {size}x{size}")
+    if neg_total <= 0:
         raise ValueError("paper_pixel_metric: the defective images contain no normal pixel")
 
-    opened = _open_grey(amap)
-    pos_sorted = np.sort(opened[gt])
-    neg_sorted = np.sort(opened[~gt])
-    thresholds = np.linspace(0.0, 1.0, num_thresholds)
-    tp = pos_sorted.size - np.searchsorted(pos_sorted, thresholds, side="right")
-    fp = neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="right")
-    fpr = np.concatenate(([0.0], fp / n_neg, [1.0]))
-    tpr = np.concatenate(([0.0], tp / n_pos, [1.0]))
-    order = np.lexsort((tpr, fpr))
-    return float(np.clip(_trapezoid(fpr[order], tpr[order]), 0.0, 1.0))
+    opened = _open_grey(amap).ravel()
+    order = np.argsort(opened, kind="stable")
+    values = opened[order]
+    w_pos = gt.ravel()[order]
+    # weight of the pixels with opened value >= t: suffix sums of the sorted weights
+    suffix_pos = np.concatenate((np.cumsum(w_pos[::-1])[::-1], [0.0]))
+    suffix_neg = np.concatenate((np.cumsum((1.0 - w_pos)[::-1])[::-1], [0.0]))
+    thresholds = np.arange(num_thresholds) / num_thresholds
+    first = np.searchsorted(values, thresholds, side="left")  # first index with value >= t
+    tpr = suffix_pos[first] / pos_total
+    fpr = suffix_neg[first] / neg_total
+    # sklearn.metrics.auc on (fpr, tpr) in threshold order: fpr never increases, so the area is
+    # the negated trapezoid sum
+    return float(-np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) * 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# average precision, F1-max, curves
+# ---------------------------------------------------------------------------------------------
+
+def _pr_points(labels: np.ndarray, scores: np.ndarray):
+    """(precision, recall) at every distinct score threshold, descending (one sort)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
+    tp = np.cumsum(y, dtype=np.int64)[ends]
+    fp = (ends + 1) - tp
+    return tp / (tp + fp), tp / max(int(y.sum()), 1)
+
+
+def _ap(labels, scores) -> float:
+    precision, recall = _pr_points(labels, scores)
+    return float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
+
+
+def _f1max(labels, scores) -> float:
+    precision, recall = _pr_points(labels, scores)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    return float(f1.max())
+
+
+def _image_inputs(labels, scores):
+    labels = _check_binary(np.asarray(labels).ravel(), "labels")
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    _check_finite(scores, "scores")
+    if labels.shape != scores.shape or not labels.any():
+        raise ValueError("labels and scores must have the same length and at least one anomalous sample")
+    return labels, scores
+
+
+def image_ap(labels, scores) -> float:
+    """Average precision (sklearn's definition: Σ (R_n − R_{n−1}) P_n), anomalous = positive."""
+    return _ap(*_image_inputs(labels, scores))
+
+
+def image_f1max(labels, scores) -> float:
+    """The best F1 score over all thresholds (anomalous = positive)."""
+    return _f1max(*_image_inputs(labels, scores))
+
+
+def pixel_ap(masks, maps) -> float:
+    masks, maps = _masks_and_maps(masks, maps)
+    return _ap(masks.ravel(), maps.ravel())
+
+
+def pixel_f1max(masks, maps) -> float:
+    masks, maps = _masks_and_maps(masks, maps)
+    return _f1max(masks.ravel(), maps.ravel())
+
+
+def roc_curve_points(labels, scores, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """The image-level ROC curve's TPR at ``n`` evenly spaced FPR values in [0, 1]."""
+    labels, scores = _image_inputs(labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
+    tp = np.cumsum(y, dtype=np.int64)[ends]
+    fp = (ends + 1) - tp
+    fpr = np.concatenate(([0.0], fp / max(int((~y).sum()), 1)))
+    tpr = np.concatenate(([0.0], tp / max(int(y.sum()), 1)))
+    x = np.linspace(0.0, 1.0, n)
+    return x, np.interp(x, fpr, tpr)
+
+
+def pro_curve_points(masks, maps, fpr_limit: float = 0.3, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """The PRO curve at ``n`` evenly spaced FPR values in [0, fpr_limit]."""
+    masks, maps = _masks_and_maps(masks, maps)
+    fpr, pro = _pro_fpr_curve(masks, maps, None)
+    x = np.linspace(0.0, fpr_limit, n)
+    return x, np.interp(x, fpr, pro)

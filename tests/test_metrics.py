@@ -71,10 +71,14 @@ def _aupro_reference(masks, maps, fpr_limit=0.3):
     return area / fpr_limit
 
 
-def _paper_reference(masks, maps, size, num_thresholds):
-    """Slow paper metric: explicit binary opening per threshold (OpenCV border semantics)."""
+def _paper_reference(masks, maps, size, num_thresholds, soft=None):
+    """Slow, literal transcription of the official computation: per threshold t = i/num_thresholds a
+    binary map ``map >= t``, an explicit binary opening with the 3×3 cross (OpenCV border semantics:
+    the outside neither erodes nor dilates), soft ground truth as weights, sklearn's ``auc`` over the
+    points in threshold order."""
     import torch
     import torch.nn.functional as F
+    from sklearn.metrics import auc
 
     defective = masks.reshape(len(masks), -1).any(1)
 
@@ -82,23 +86,18 @@ def _paper_reference(masks, maps, size, num_thresholds):
         t = torch.from_numpy(a[defective].astype(np.float64))[:, None]
         return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
-    gt = resize(masks) > 0.5
+    gt = resize(masks if soft is None else soft / 255.0)
     amap = resize(maps)
-    amap = (amap - amap.min()) / (amap.max() - amap.min())
     cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-    pts = [(0.0, 0.0), (1.0, 1.0)]
-    for t in np.linspace(0, 1, num_thresholds):
-        tp = fp = 0
-        for g, a in zip(gt, amap):
-            # cv2 MORPH_OPEN defaults: the outside neither erodes nor dilates
-            er = ndimage.binary_erosion(a > t, structure=cross, border_value=1)
-            op = ndimage.binary_dilation(er, structure=cross, border_value=0)
-            tp += (op & g).sum()
-            fp += (op & ~g).sum()
-        pts.append((fp / (~gt).sum(), tp / gt.sum()))
-    pts.sort()
-    x, y = np.array(pts).T
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+    tpr, fpr = [], []
+    for i in range(num_thresholds):
+        t = i / num_thresholds
+        binary = np.stack([ndimage.binary_dilation(ndimage.binary_erosion(a >= t, structure=cross, border_value=1),
+                                                   structure=cross, border_value=0) for a in amap]).astype(float)
+        tpr.append((binary * gt).sum() / gt.sum())
+        fp, tn = (binary * (1 - gt)).sum(), ((1 - binary) * (1 - gt)).sum()
+        fpr.append(fp / (fp + tn))
+    return float(auc(fpr, tpr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,13 +254,41 @@ def test_paper_metric_perfect_map():
     assert paper_pixel_metric(masks, masks.astype(float)) == pytest.approx(1.0, abs=1e-2)
 
 
+def test_paper_metric_hand_worked_case():
+    """One 4×4 image, a 2×2 defect in the middle, no blur. With 2 thresholds (0 and 0.5): at t = 0
+    every pixel is on (TPR = FPR = 1); at t = 0.5 the map is on exactly on the defect, but the
+    opening with the cross removes a 2×2 square entirely (no pixel keeps all four neighbours), so
+    TPR = FPR = 0. sklearn's auc of [(1, 1), (0, 0)] = 0.5; with the map on a plus-shaped region
+    that survives the opening, TPR = 1 at FPR = 1/12 and the area is 1 - (1/12)/2."""
+    masks = np.zeros((1, 4, 4), np.uint8)
+    masks[0, 1:3, 1:3] = 1
+    assert paper_pixel_metric(masks, masks.astype(float), size=4, num_thresholds=2) == pytest.approx(0.5)
+    plus = np.zeros((1, 5, 5), np.uint8)
+    plus[0, 1:4, 2] = plus[0, 2, 1:4] = 1          # the defect: a plus of 5 pixels
+    big = np.zeros((1, 5, 5))
+    big[0, 0:5, 2] = big[0, 2, 0:5] = 1.0           # the map: a longer plus, 4 pixels outside the defect
+    # the opening keeps the big plus except its 4 arm ends; all 5 defect pixels stay → TPR 1, FPR 0
+    assert paper_pixel_metric(plus, big, size=5, num_thresholds=2) == pytest.approx(1.0)
+
+
+def test_paper_metric_uses_soft_masks_as_weights():
+    masks = np.zeros((1, 8, 8), np.uint8)
+    masks[0, 2:6, 2:6] = 1
+    soft = masks * 255
+    soft[0, 2, 2:6] = 64                            # a border row only a quarter covered
+    maps = np.clip(np.random.default_rng(0).random((1, 8, 8)) * 0.5 + masks * 0.5, 0, 1)
+    got = paper_pixel_metric(masks, maps, soft_masks=soft, size=8, num_thresholds=50)
+    assert got == pytest.approx(_paper_reference(masks, maps, 8, 50, soft=soft), abs=1e-12)
+    assert got != pytest.approx(paper_pixel_metric(masks, maps, size=8, num_thresholds=50), abs=1e-6)
+
+
 def test_paper_metric_ignores_good_images():
     rng = np.random.default_rng(8)
     masks = _blob_masks(rng, 5, 64, 64)
-    maps = rng.random(masks.shape) + masks
+    maps = np.clip(0.5 * rng.random(masks.shape) + 0.5 * masks, 0, 1)
     base = paper_pixel_metric(masks, maps, size=64, num_thresholds=200)
     good_masks = np.zeros((4, 64, 64), np.uint8)
-    good_maps = rng.normal(0, 10, (4, 64, 64))                  # extreme values, outside range
+    good_maps = rng.random((4, 64, 64))
     with_good = paper_pixel_metric(
         np.concatenate([good_masks[:2], masks, good_masks[2:]]),
         np.concatenate([good_maps[:2], maps, good_maps[2:]]),
@@ -274,23 +301,25 @@ def test_paper_metric_ignores_good_images():
 def test_paper_metric_inverted_map_scores_low():
     rng = np.random.default_rng(9)
     masks = _blob_masks(rng, 5, 128, 128)
-    maps = 1.0 - masks + 0.1 * rng.random(masks.shape)
+    maps = np.clip(1.0 - masks + 0.1 * rng.random(masks.shape) - 0.1, 0, 1)
     assert paper_pixel_metric(masks, maps) < 0.3
 
 
-def test_paper_metric_matches_explicit_per_threshold_opening():
+def test_paper_metric_matches_the_official_computation():
     rng = np.random.default_rng(10)
     masks = _blob_masks(rng, 3, 40, 40, n_good=1)
     # smooth-ish maps so that openings at different thresholds differ non-trivially
-    maps = ndimage.uniform_filter(rng.random(masks.shape), size=(1, 3, 3)) + 0.3 * masks
+    maps = np.clip(ndimage.uniform_filter(rng.random(masks.shape), size=(1, 3, 3)) * 0.7 + 0.3 * masks, 0, 1)
     got = paper_pixel_metric(masks, maps, size=32, num_thresholds=60)
     assert got == pytest.approx(_paper_reference(masks, maps, 32, 60), abs=1e-12)
+    got = paper_pixel_metric(masks, maps, size=40, num_thresholds=1000)
+    assert got == pytest.approx(_paper_reference(masks, maps, 40, 1000), abs=1e-12)
 
 
 def test_paper_metric_speed():
     rng = np.random.default_rng(11)
     masks = _blob_masks(rng, 50, 128, 128)
-    maps = rng.random(masks.shape).astype(np.float32) + masks
+    maps = np.clip(rng.random(masks.shape).astype(np.float32) * 0.5 + masks * 0.5, 0, 1)
     t0 = time.perf_counter()
     val = paper_pixel_metric(masks, maps, size=128, num_thresholds=1000)
     assert time.perf_counter() - t0 < 20.0
@@ -306,3 +335,5 @@ def test_paper_metric_errors():
     maps[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         paper_pixel_metric(masks, maps)
+    with pytest.raises(ValueError, match=r"normalised to \[0, 1\]"):
+        paper_pixel_metric(masks, np.full((2, 16, 16), 3.0))

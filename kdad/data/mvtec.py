@@ -111,16 +111,19 @@ def read_image(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable or truncated image ({err}); replace the file") from err
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
-    """bool [H, W] → uint8 {0,1} [size, size]; second value: the thin-defect fallback was used."""
+def _resize_mask(mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """bool [H, W] → (uint8 {0,1} [size, size], uint8 coverage 0..255 [size, size], thin-defect
+    fallback used). The coverage is the bilinearly resized mask (PIL, area-weighted when shrinking):
+    the soft ground truth of the MKD paper's own pixel metric."""
     if mask.shape == (size, size):
-        return mask.astype(np.uint8), False
+        return mask.astype(np.uint8), mask.astype(np.uint8) * 255, False
     cover = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F")
                        .resize((size, size), Image.Resampling.BILINEAR))
+    soft = np.clip(np.round(cover * 255), 0, 255).astype(np.uint8)
     out = cover >= 0.5
     if mask.any() and not out.any():
-        return (cover > 1e-3).astype(np.uint8), True
-    return out.astype(np.uint8), False
+        return (cover > 1e-3).astype(np.uint8), soft, True
+    return out.astype(np.uint8), soft, False
 
 
 # ---------------------------------------------------------------------------- folder loader
@@ -186,19 +189,20 @@ def load_mvtec_folder(root: Path, categories: Sequence[str], image_size: int, *,
         chw = to_chw_uint8(arr, where=str(path))
         return resize_images(chw[None], image_size)[0], arr.shape[:2]
 
-    def test_item(row: tuple[Path, int, str, Path | None]) -> tuple[np.ndarray, np.ndarray, bool]:
+    def test_item(row: tuple[Path, int, str, Path | None]) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
         path, _, _, mpath = row
         img, shape = image(path)
         if mpath is None:
-            return img, np.zeros((mask_size, mask_size), np.uint8), False
+            empty = np.zeros((mask_size, mask_size), np.uint8)
+            return img, empty, False, empty
         m = read_image(mpath)
         if m.shape[:2] != shape:
             raise DatasetError(f"{mpath}: mask is {m.shape[1]}x{m.shape[0]} but its image {path} is "
                                f"{shape[1]}x{shape[0]}")
         if m.ndim == 3:
             m = m.max(axis=2)
-        mask, thin = _resize_mask(m > 127, mask_size)
-        return img, mask, thin
+        mask, soft, thin = _resize_mask(m > 127, mask_size)
+        return img, mask, thin, soft
 
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
@@ -220,7 +224,7 @@ def load_mvtec_folder(root: Path, categories: Sequence[str], image_size: int, *,
     test_set = ImageSet(stack(test_imgs), np.array([r[1] for r in test_rows], np.int64),
                         np.array([r[3] is not None for r in test_rows]),
                         np.array([r[2] for r in test_rows], dtype=str),
-                        np.stack([t[1] for t in test_items]))
+                        np.stack([t[1] for t in test_items]), soft_masks=np.stack([t[3] for t in test_items]))
     meta = {"source": str(root), "image_size": image_size, "mask_size": mask_size, "channels": out_c,
             "masks_thin_kept": sum(t[2] for t in test_items)}
     return PreparedDataset(name, "defect", list(categories), train_set, test_set, meta)
