@@ -1,28 +1,38 @@
-"""Localisation by interpretability maps of the MKD loss w.r.t. the input pixels.
+"""Interpretability maps: the input gradient of a per-image loss, as MKD localises anomalies.
+
+Nothing here knows MKD: a caller gives ``loss_fn(x, clean) -> per-image loss [N]`` (``clean`` is
+False when ``x`` is a perturbed copy of the batch — SmoothGrad's noisy images, integrated
+gradients' path — so the caller can reuse what it cached for the clean images only), and, for
+guided backpropagation, the modules whose ReLUs are guided.
 
 Every method works on a whole batch per backward pass: in eval mode each image's loss depends on
 that image alone, so the gradient of the *sum* of per-image losses w.r.t. the batch is the stack of
-per-image gradients. Chunks of ``config.map_batch`` images bound the memory.
+per-image gradients.
 
-- ``gradients``: ∂loss/∂x (what the paper reports).
-- ``smooth_grad``: the mean gradient over ``smooth_grad_samples`` noisy copies, noise std =
-  ``smooth_grad_noise`` × the image's value range (Smilkov et al. 2017 use 10–20 %; the official MKD
-  code's std ≈ 0.0025 on [0, 1] inputs is ``smooth_grad_noise: 0.0025``).
-- ``guided_backprop``: gradients with negative gradients stopped at every ReLU of the cloner
-  (Springenberg et al. 2015), through forward-pre/backward hooks of today's PyTorch.
-- ``integrated_gradients``: (x − x₀) ⊙ mean of ∂loss/∂x along the straight path from a black
-  image x₀, ``ig_steps`` Riemann steps (Sundararajan et al. 2017).
+Methods (each maps a batch [N, C, H, W] to saliency [N, H, W]):
 
-``grad_through="both"`` lets the gradient flow through the expert too (the official code);
-``"cloner"`` stops the gradient at the expert (the paper's text): the expert's activations are a
-constant target. For plain gradients and guided backprop that target is the clean image's
-activations already computed for its score (cached hints), so the expert runs no pass at all; for
-SmoothGrad and integrated gradients the expert runs forward only, on each perturbed input. The map is |gradient| summed over channels, then a Gaussian filter of σ = ``blur_sigma``.
+- ``gradients``: ∂loss/∂x (what the paper reports);
+- ``smooth_grad``: the mean over ``samples`` noisy copies, noise std = ``noise`` × the image's value
+  range (Smilkov et al. 2017 use 10–20 %; the official MKD code's is 0.25 %: ``noise: 0.0025``);
+- ``guided_backprop``: gradients with negative gradients stopped at every ReLU of the guided
+  modules (Springenberg et al. 2015);
+- ``integrated_gradients``: (x − x₀) ⊙ the mean gradient along the straight path from the baseline
+  x₀ in ``steps`` Riemann steps (Sundararajan et al. 2017).
+
+Normalisation (declared by the caller; the MKD paper's pixel metric assumes ``official``):
+
+- ``official`` — the official MKD code's, per image: Σ_channels |g|, then (s − min) / (p99 − min)
+  clipped to [0, 1]; SmoothGrad averages the normalised maps of its samples and guided backprop /
+  SmoothGrad are min–max normalised once more, as that code does. Maps are in [0, 1].
+- ``none`` — Σ_channels |g| (SmoothGrad: the mean over samples), in the loss's own units, comparable
+  across images.
+
+A Gaussian filter of σ = ``blur_sigma`` pixels follows (:func:`blur`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 
 import numpy as np
@@ -31,71 +41,81 @@ import torch.nn as nn
 from scipy.ndimage import gaussian_filter
 
 METHODS = ("gradients", "smooth_grad", "guided_backprop", "integrated_gradients")
+NORMALIZATIONS = ("official", "none")
+
+LossFn = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
-def localize(model, images: torch.Tensor, *, hints: Sequence[torch.Tensor] | None = None,
-             method: str | None = None) -> np.ndarray:
-    """Maps [N, H, W] float32 for uint8 ``images`` [N, C, H, W] from an :class:`kdad.mkd.MKD`."""
-    cfg = model.config
-    method = method or cfg.localization
-    if method not in METHODS:
-        raise ValueError(f"unknown localisation method {method!r}; known: {', '.join(METHODS)}")
-    model.cloner.eval()
-    maps = []
-    for i in range(0, len(images), cfg.map_batch):
-        x = model.preprocess(images[i:i + cfg.map_batch])
-        target = None
-        if cfg.grad_through == "cloner" and hints is not None:
-            target = [h[i:i + cfg.map_batch].float() for h in hints]
-        grad = _attribution(model, x, target, method)
-        maps.append(grad.abs().sum(dim=1).numpy())
-    out = np.concatenate(maps).astype(np.float32)
-    if cfg.blur_sigma > 0:
-        out = gaussian_filter(out, sigma=cfg.blur_sigma, axes=(1, 2), mode="reflect")
-    return out
-
-
-def _grad(model, x: torch.Tensor, target=None) -> torch.Tensor:
-    """∂(Σ per-image loss)/∂x. ``target``: fixed expert hints for ``x``; without them the expert runs
-    on ``x`` — inside autograd when ``grad_through == "both"``, as a constant otherwise."""
-    if target is None and model.config.grad_through == "cloner":
-        with torch.no_grad():
-            target = model.expert(x)
+def input_gradient(loss_fn: LossFn, x: torch.Tensor, clean: bool = True) -> torch.Tensor:
+    """∂(Σ per-image loss)/∂x for a batch ``x`` (one backward pass)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = model.per_image_loss(x, target).sum()
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(loss_fn(x, clean).sum(), x)
     return grad
 
 
-def _attribution(model, x: torch.Tensor, target, method: str) -> torch.Tensor:
-    cfg = model.config
+def saliency(grad: torch.Tensor, normalization: str) -> torch.Tensor:
+    """[N, C, H, W] attribution → [N, H, W]: Σ_c |g|, and the official per-image normalisation."""
+    s = grad.abs().sum(dim=1)
+    if normalization == "none":
+        return s
+    flat = s.flatten(1)
+    lo = flat.amin(dim=1)
+    hi = torch.quantile(flat.double(), 0.99, dim=1).to(flat.dtype)
+    span = (hi - lo).view(-1, 1, 1)
+    # a constant map (zero gradient everywhere) stays 0 instead of dividing by zero
+    return torch.where(span > 0, ((s - lo.view(-1, 1, 1)) / span.clamp_min(1e-30)).clamp(0, 1), torch.zeros_like(s))
+
+
+def _minmax(s: torch.Tensor) -> torch.Tensor:
+    lo = s.flatten(1).amin(1).view(-1, 1, 1)
+    hi = s.flatten(1).amax(1).view(-1, 1, 1)
+    return torch.where(hi > lo, (s - lo) / (hi - lo).clamp_min(1e-30), torch.zeros_like(s))
+
+
+def attribution(loss_fn: LossFn, x: torch.Tensor, method: str, *, normalization: str = "official",
+                guided: Iterable[nn.Module] = (), noise: float = 0.15, samples: int = 16, steps: int = 16,
+                baseline: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """Saliency [N, H, W] of a batch ``x`` (already preprocessed) by ``method``; see the module docstring."""
+    if method not in METHODS:
+        raise ValueError(f"unknown localisation method {method!r}; known: {', '.join(METHODS)}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown map normalisation {normalization!r}; known: {', '.join(NORMALIZATIONS)}")
     if method == "gradients":
-        return _grad(model, x, target)
+        return saliency(input_gradient(loss_fn, x), normalization)
     if method == "guided_backprop":
-        with guided_relus(model.cloner):
-            return _grad(model, x, target)
+        with guided_relus(guided):
+            s = saliency(input_gradient(loss_fn, x), normalization)
+        return _minmax(s) if normalization == "official" else s
     if method == "smooth_grad":
-        gen = torch.Generator().manual_seed(0)  # maps are deterministic given the model
+        gen = torch.Generator(device=x.device).manual_seed(seed)  # maps are deterministic given the model
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp_min(1e-8).view(-1, 1, 1, 1)
-        total = torch.zeros_like(x)
-        for _ in range(cfg.smooth_grad_samples):
-            noise = torch.randn(x.shape, generator=gen) * (cfg.smooth_grad_noise * span)
-            total += _grad(model, x + noise)
-        return total / cfg.smooth_grad_samples
-    # integrated gradients from a black image (zeros before normalisation)
-    black = model.preprocess(torch.zeros(1, x.shape[1], *x.shape[2:], dtype=torch.uint8)).expand_as(x)
+        total = torch.zeros(x.shape[0], *x.shape[2:], device=x.device)
+        for _ in range(samples):
+            eps = torch.randn(x.shape, generator=gen, device=x.device) * (noise * span)
+            total += saliency(input_gradient(loss_fn, x + eps, clean=False), normalization)
+        s = total / samples
+        return _minmax(s) if normalization == "official" else s
+    x0 = torch.zeros_like(x) if baseline is None else baseline.expand_as(x)
     total = torch.zeros_like(x)
-    for k in range(1, cfg.ig_steps + 1):
-        total += _grad(model, black + (k / cfg.ig_steps) * (x - black))
-    return (x - black) * total / cfg.ig_steps
+    for k in range(1, steps + 1):
+        total += input_gradient(loss_fn, x0 + (k / steps) * (x - x0), clean=False)
+    return saliency((x - x0) * total / steps, normalization)
+
+
+def blur(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian filter of each [H, W] map (not across images); σ ≤ 0 leaves the maps as they are."""
+    if sigma <= 0:
+        return maps
+    return gaussian_filter(maps, sigma=(0, sigma, sigma), mode="reflect").astype(maps.dtype, copy=False)
 
 
 @contextmanager
-def guided_relus(module: nn.Module):
-    """While active, every ``nn.ReLU`` in ``module`` passes back only positive gradients."""
+def guided_relus(modules: Iterable[nn.Module]):
+    """While active, every ``nn.ReLU`` inside ``modules`` passes back only positive gradients
+    (its own gradient already zeroes where its input was negative)."""
     handles = [m.register_full_backward_hook(lambda _m, gin, _gout: (gin[0].clamp(min=0),))
-               for m in module.modules() if isinstance(m, nn.ReLU)]
+               for module in modules for m in module.modules() if isinstance(m, nn.ReLU)]
     try:
         yield
     finally:

@@ -14,7 +14,9 @@ the loop owns everything else, the same way for every method:
 - **checkpoint and resume**: with ``checkpoint`` set, the modules, optimiser, generator states and
   history are written atomically after every epoch; a later call with the same ``fingerprint``
   resumes after the last finished epoch and ends with the same weights as an uninterrupted run
-  (a checkpoint with another fingerprint is ignored and replaced).
+  (a checkpoint with another fingerprint, or with more epochs than asked for, is ignored and
+  replaced). The fingerprint should not contain the epoch count: training for more epochs then
+  continues a shorter run exactly as if it had been asked for from the start.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def train(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
         except Exception as err:  # a truncated file from a killed write of an older version
             log(f"{what}: ignoring unreadable checkpoint {ckpt} ({type(err).__name__})")
             state = None
-        if state is not None and state.get("fingerprint") == fingerprint and state.get("phase") == phase:
+        if (state is not None and state.get("fingerprint") == fingerprint and state.get("phase") == phase
+                and state.get("epoch", 0) <= epochs):
             for name, module in modules.items():
                 module.load_state_dict(state["modules"][name])
             optimizer.load_state_dict(state["optimizer"])
@@ -79,7 +82,7 @@ def train(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
             history, start = state["history"], state["epoch"]
             log(f"{what}: resuming {phase} from {ckpt} after epoch {start}")
         elif state is not None:
-            log(f"{what}: {ckpt} belongs to other settings; starting afresh")
+            log(f"{what}: {ckpt} belongs to other settings or a longer run; starting afresh")
     for module in modules.values():
         module.train()
     for epoch in range(start, epochs):
