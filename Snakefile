@@ -1,18 +1,24 @@
-# kdad: datasets → expert hints → one run per (dataset, protocol, category, variant, seed)
-#       → tidy results/*.csv → report/ tables and figures.
-# Default: `snakemake --cores all` (config/config.yaml); the paper: `--configfile config/paper.yaml`.
+# kdad: datasets → expert hints → train one model per (dataset, protocol, category, model, seed)
+#       → evaluate every variant → tidy results/*.csv → report/ tables and figures.
+# Default: `snakemake --cores all` (config/config.yaml); the paper: `--configfile config/paper.yaml`;
+# `--config key=value` overrides either.
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
 
-if not config:  # a --configfile replaces the default instead of being merged into it
+# the default config, unless --configfile names another (which then replaces it, not merges into it)
+if not workflow.overwrite_configfiles:
+
     configfile: "config/config.yaml"
 
+
 validate(config, "config/schema.yaml")
+
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 include: "rules/report.smk"
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
 from baselines._common import check_images, pixels01, require, seed_everything
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 LOSSES = ("l2", "ssim")
 
@@ -118,16 +118,16 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 
     return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
-class Autoencoder:
+class Autoencoder(Detector):
     def __init__(self, config: AEConfig) -> None:
-        self.config = config
+        super().__init__(config)
 
     def _loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "l2":
             return F.mse_loss(recon, x)
         return 1.0 - ssim_map(recon, x, self.config.ssim_window, self.config.ssim_sigma).mean()
 
-    def fit(self, images: torch.Tensor, *, seed: int, hints=None) -> "Autoencoder":
+    def fit(self, images: torch.Tensor, *, seed: int, hints=None, checkpoint=None) -> "Autoencoder":
         cfg = self.config
         images = check_images(images)
         h, w = images.shape[-2:]

@@ -38,7 +38,7 @@ from sklearn.neighbors import KernelDensity
 from sklearn.svm import OneClassSVM
 
 from baselines._common import ExpertHints, check_images, pixels01, pooled, require, seed_everything
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 FEATURES = ("pixels", "expert")
 
@@ -95,13 +95,13 @@ class IForestConfig(_FeatureConfig):
         require(self.n_estimators >= 1 and self.max_samples >= 2, "n_estimators ≥ 1 and max_samples ≥ 2")
 
 
-class _Classic:
+class _Classic(Detector):
     """Feature extraction (+ training standardisation + optional PCA) around one sklearn model."""
 
     pca_whiten = False
 
     def __init__(self, config) -> None:
-        self.config = config
+        super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
 
     def _raw(self, images: torch.Tensor, hints) -> np.ndarray:
@@ -138,7 +138,7 @@ class _Classic:
 
 
 class OCSVM(_Classic):
-    def fit(self, images, *, seed: int, hints=None) -> "OCSVM":
+    def fit(self, images, *, seed: int, hints=None, checkpoint=None) -> "OCSVM":
         x = self._prepare_fit(images, seed, hints)
         self.model_ = OneClassSVM(kernel="rbf", nu=self.config.nu, gamma=self.config.gamma).fit(x)
         return self
@@ -150,7 +150,7 @@ class OCSVM(_Classic):
 class KDE(_Classic):
     pca_whiten = True
 
-    def fit(self, images, *, seed: int, hints=None) -> "KDE":
+    def fit(self, images, *, seed: int, hints=None, checkpoint=None) -> "KDE":
         x = self._prepare_fit(images, seed, hints)
         n, d = x.shape
         self.bandwidth_ = self.config.bandwidth or float(n ** (-1.0 / (d + 4)))
@@ -162,7 +162,7 @@ class KDE(_Classic):
 
 
 class IForest(_Classic):
-    def fit(self, images, *, seed: int, hints=None) -> "IForest":
+    def fit(self, images, *, seed: int, hints=None, checkpoint=None) -> "IForest":
         x = self._prepare_fit(images, seed, hints)
         self.model_ = IsolationForest(n_estimators=self.config.n_estimators,
                                       max_samples=min(self.config.max_samples, len(x)),

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines._common import check_images, pixels01, require, seed_everything
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 ARCHITECTURES = {"mnist": ((8, 4), 32), "cifar": ((32, 64, 128), 128)}
 
@@ -104,9 +104,9 @@ class Decoder(nn.Module):
         return self.deconv(F.leaky_relu(self.fc(z), 0.01).view(-1, *self.shape))
 
 
-class DeepSVDD:
+class DeepSVDD(Detector):
     def __init__(self, config: DeepSVDDConfig) -> None:
-        self.config = config
+        super().__init__(config)
 
     def _batches(self, n: int, gen: torch.Generator):
         order = torch.randperm(n, generator=gen)
@@ -119,7 +119,7 @@ class DeepSVDD:
     def _optimiser(self, params):
         return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def fit(self, images: torch.Tensor, *, seed: int, hints=None) -> "DeepSVDD":
+    def fit(self, images: torch.Tensor, *, seed: int, hints=None, checkpoint=None) -> "DeepSVDD":
         cfg = self.config
         images = check_images(images)
         require(len(images) >= 2, "Deep SVDD needs at least 2 training images")

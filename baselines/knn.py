@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines._common import ExpertHints, check_images, chunked_min_dist, pooled, require, seed_everything
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 
 @dataclass
@@ -44,16 +44,16 @@ class KNNConfig:
         require(len(self.hint_indices) > 0, "hint_indices must not be empty")
 
 
-class KNN:
+class KNN(Detector):
     def __init__(self, config: KNNConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
 
     def _features(self, images, hints) -> torch.Tensor:
         x = torch.from_numpy(pooled(self._hints(check_images(images), hints, self.config.hint_indices))).float()
         return F.normalize(x, dim=1) if self.config.l2_normalize else x
 
-    def fit(self, images: torch.Tensor, *, seed: int, hints=None) -> "KNN":
+    def fit(self, images: torch.Tensor, *, seed: int, hints=None, checkpoint=None) -> "KNN":
         seed_everything(seed)  # nothing random; kept for uniformity
         self.bank_ = self._features(images, hints)
         require(len(self.bank_) >= self.config.k, f"k={self.config.k} needs at least k training images")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from baselines._common import (ExpertHints, check_images, chunked_min_dist, gaussian_blur, require,
                                resize_maps, seed_everything)
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 
 @dataclass
@@ -73,9 +73,9 @@ def greedy_coreset(x: torch.Tensor, k: int, start: int) -> torch.Tensor:
     return chosen
 
 
-class PatchCore:
+class PatchCore(Detector):
     def __init__(self, config: PatchCoreConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
 
     def _patches(self, images, hints) -> torch.Tensor:
@@ -90,7 +90,7 @@ class PatchCore:
         return torch.cat(feats, dim=1)
 
     @torch.inference_mode()
-    def fit(self, images: torch.Tensor, *, seed: int, hints=None) -> "PatchCore":
+    def fit(self, images: torch.Tensor, *, seed: int, hints=None, checkpoint=None) -> "PatchCore":
         cfg = self.config
         rng = seed_everything(seed)
         feats = self._patches(images, hints)

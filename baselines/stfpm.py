@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from baselines._common import ExpertHints, check_images, require, resize_maps, seed_everything
 from kdad.experts import Expert, build_expert
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, register_method
 
 
 @dataclass
@@ -103,9 +103,9 @@ def _layer_maps(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> lis
             for s, t in zip(student, teacher, strict=True)]
 
 
-class STFPM:
+class STFPM(Detector):
     def __init__(self, config: STFPMConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
         self._template = build_expert(_random_name(config.expert))  # the student's architecture
         n = len(self._template.hints)
@@ -119,7 +119,7 @@ class STFPM:
         out = self.student_(x)
         return [out[i] for i in self.config.hint_indices]
 
-    def fit(self, images: torch.Tensor, *, seed: int, hints=None) -> "STFPM":
+    def fit(self, images: torch.Tensor, *, seed: int, hints=None, checkpoint=None) -> "STFPM":
         cfg = self.config
         images = check_images(images)
         require(len(images) >= 2, "STFPM needs at least 2 training images")

@@ -1,14 +1,22 @@
-"""The benchmark's configuration (the YAML that Snakemake and ``kdad`` read) and its plan of runs.
+"""The benchmark's configuration (the YAML that Snakemake and ``kdad`` read) and its plan of jobs.
 
 A run is (dataset, protocol, category, variant, seed). ``methods`` maps variant names to a registry
 method plus its options, so an ablation is one more entry::
 
     methods:
       mkd: {method: mkd}
-      mkd-hints-1: {method: mkd, train_hints: [3], score_hints: [3]}
+      mkd-hints-1: {method: mkd, ablation_of: mkd, train_hints: [3], score_hints: [3]}
       knn: {method: knn}
 
-Unknown keys anywhere are errors (here and in every method's config dataclass).
+``ablation_of`` (optional) says which variant an entry is compared against; entries without it
+are the compared methods. Unknown keys anywhere are errors (here and in every method's config
+dataclass), and everything that can be checked without data is checked when the config is loaded.
+
+Jobs: a *model* is what ``fit`` produces; two variants whose training options are equal share one
+(``model_id``), so an evaluation-only change (MKD's score hints, localisation method, blur)
+re-evaluates a trained model instead of training another. One train job fits every category of
+a (dataset, protocol, model, seed); one evaluate job scores every category of a (dataset,
+protocol, variant, seed).
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from kdad.config import ConfigError, from_dict
+from kdad.config import ConfigError, config_hash, from_dict
 from kdad.data import get_dataset
 from kdad.protocols import task_categories
+
+DEVICES = ("auto", "cpu", "cuda")
+RULES = ("prepare", "features", "train", "evaluate")
 
 
 @dataclass
@@ -38,9 +49,30 @@ class DatasetConfig:
     normalize: bool | None = None           # sets ``normalize`` of every method that has that field
     overrides: dict = field(default_factory=dict)  # any method option for this dataset (e.g. lam: 0.5)
     source: str | None = None               # a local copy (file or folder) instead of the download
-    seed: int = 0                           # generator seed of synthetic datasets (textures)
-    localization_table: bool = False        # variant "mkd", one-class: every localisation method × Gaussian
-    example_maps: bool = False              # keep a few maps of the first seed for the figure
+    data_seed: int | None = None            # generated sets: None = each run's own seed draws its data
+    examples: int = 2                       # anomaly-map examples kept per category: this many good and defective
+    resources: dict = field(default_factory=dict)  # per rule: {train: {mem_mb: …, runtime: …}} (minutes)
+
+    def __post_init__(self) -> None:
+        self.protocols = tuple(self.protocols)
+        self.methods = tuple(self.methods)
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size must be ≥ 8, got {self.image_size}")
+        if self.max_train_images is not None and self.max_train_images < 1:
+            raise ValueError(f"max_train_images must be ≥ 1, got {self.max_train_images}")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+        if self.examples < 0:
+            raise ValueError(f"examples must be ≥ 0, got {self.examples}")
+        if not self.protocols or not self.methods:
+            raise ValueError("protocols and methods must not be empty")
+        unknown = sorted(set(self.resources) - set(RULES))
+        if unknown:
+            raise ValueError(f"resources: unknown rule(s) {unknown}; known: {list(RULES)}")
+        for rule, res in self.resources.items():
+            bad = sorted(set(res or {}) - {"mem_mb", "runtime", "gpu"})
+            if bad:
+                raise ValueError(f"resources.{rule}: unknown key(s) {bad}; known: mem_mb, runtime, gpu")
 
 
 @dataclass
@@ -50,9 +82,25 @@ class ExperimentConfig:
     work_dir: str = "work"
     results_dir: str = "results"
     report_dir: str = "report"
-    threads: int = 1
+    threads: int = 1                        # torch threads per job (Snakemake's `threads:`)
+    device: str = "auto"                    # auto (cuda when available) | cpu | cuda
     methods: dict = field(default_factory=lambda: {"mkd": {"method": "mkd"}})
     datasets: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(self.seeds)
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be ≥ 1, got {self.threads}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        results, report = Path(self.results_dir).resolve(), Path(self.report_dir).resolve()
+        if results == report or results in report.parents or report in results.parents:
+            raise ValueError(f"report_dir ({self.report_dir}) and results_dir ({self.results_dir}) must not "
+                             "contain each other: the report step rewrites its folder")
 
     def dataset(self, name: str) -> DatasetConfig:
         try:
@@ -61,9 +109,32 @@ class ExperimentConfig:
             raise ConfigError(f"dataset {name!r} is not in the config; configured: {sorted(self.datasets)}") from None
 
 
+META_KEYS = ("method", "ablation_of")  # keys of a methods entry that are not method options
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file as a dict: JSON (what the workflow writes) or YAML; one clear error otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(source: str | Path | dict) -> ExperimentConfig:
-    raw = dict(source) if isinstance(source, dict) else yaml.safe_load(Path(source).read_text()) or {}
+    raw = dict(source) if isinstance(source, dict) else read_config_file(source)
     datasets = raw.pop("datasets", {}) or {}
+    if not isinstance(datasets, dict):
+        raise ConfigError("config.datasets must map dataset names to their settings")
     cfg = from_dict(ExperimentConfig, raw, where="config")
     parsed = {}
     for name, values in datasets.items():
@@ -73,12 +144,25 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
         get_dataset(name)  # unknown dataset name → error listing the known ones
         parsed[name] = from_dict(DatasetConfig, values, where=f"config.datasets.{name}")
     cfg.datasets = parsed
+    if not parsed:
+        raise ConfigError("config.datasets is empty: name at least one dataset")
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """Everything that can be checked without data, so no job starts on a config that cannot run."""
     from kdad.methods import get_method
+
     for variant, entry in cfg.methods.items():
         if not isinstance(entry, dict) or "method" not in entry:
             raise ConfigError(f"config.methods.{variant}: needs a `method:` naming a registered method")
         get_method(entry["method"])
-    for name, d in parsed.items():
+        ref = entry.get("ablation_of")
+        if ref is not None and ref not in cfg.methods:
+            raise ConfigError(f"config.methods.{variant}.ablation_of: {ref!r} is not an entry of config.methods")
+    for name, d in cfg.datasets.items():
+        spec = get_dataset(name)
         extra = d.protocol_methods or {}
         for p in extra:
             if p not in d.protocols:
@@ -88,12 +172,35 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
                 raise ConfigError(f"config.datasets.{name}.methods: {v!r} is not an entry of config.methods "
                                   f"({sorted(cfg.methods)})")
         for p in d.protocols:
-            task_categories(get_dataset(name), p, categories=list(d.categories or []))
+            task_categories(spec, p, categories=list(d.categories or []))
         known = {f.name for v in cfg.methods.values() for f in dataclasses.fields(get_method(v["method"]).config)}
         unknown = sorted(set(d.overrides or {}) - known)
         if unknown:
             raise ConfigError(f"config.datasets.{name}.overrides: no method has the option(s) {unknown}")
-    return cfg
+        size = image_size(cfg, name)
+        for variant in variants(cfg, name):
+            method, options = method_options(cfg, name, variant)
+            mspec = get_method(method)
+            config = from_dict(mspec.config, options, where=f"config.methods.{variant} (on {name})")
+            if mspec.expert_field is not None:
+                _check_expert_size(getattr(config, mspec.expert_field), size, f"{name}/{variant}")
+
+
+def _check_expert_size(expert: str, size: int, where: str) -> None:
+    from kdad.experts import expert_class
+
+    stride = max(h.stride for h in expert_class(expert).hints)
+    if size % stride:
+        raise ConfigError(f"{where}: image_size {size} is not a multiple of {stride}, the largest stride of the "
+                          f"expert {expert}; use e.g. {max(stride, round(size / stride) * stride)}")
+
+
+def variants(cfg: ExperimentConfig, dataset: str, protocol: str | None = None) -> list[str]:
+    """The variants a dataset runs (in ``protocol``, or in any of its protocols), in config order."""
+    d = cfg.dataset(dataset)
+    extra = d.protocol_methods or {}
+    more = extra.get(protocol, []) if protocol else [v for vs in extra.values() for v in vs]
+    return list(dict.fromkeys([*d.methods, *more]))
 
 
 def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, dict]:
@@ -103,8 +210,8 @@ def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[s
     set itself (a variant's own ``epochs: 2`` wins, so a slow baseline can train shorter)."""
     from kdad.methods import get_method
 
-    entry = dict(cfg.methods[variant])
-    name = entry.pop("method")
+    entry = {k: v for k, v in cfg.methods[variant].items() if k not in META_KEYS}
+    name = cfg.methods[variant]["method"]
     fields = {f.name for f in dataclasses.fields(get_method(name).config)}
     d = cfg.dataset(dataset)
     own = set(entry)
@@ -117,15 +224,38 @@ def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[s
     return name, entry
 
 
+def resolved_config(cfg: ExperimentConfig, dataset: str, variant: str):
+    """(registry name, method config dataclass) of a variant on a dataset."""
+    from kdad.methods import method_config
+
+    name, options = method_options(cfg, dataset, variant)
+    return name, method_config(name, options, where=f"config.methods.{variant}")[1]
+
+
+def model_id(cfg: ExperimentConfig, dataset: str, variant: str) -> str:
+    """The trained model a variant evaluates: ``<method>-<hash of its training options>``."""
+    from kdad.methods import training_options
+
+    name, config = resolved_config(cfg, dataset, variant)
+    return f"{name}-{config_hash(training_options(config))[:10]}"
+
+
+def model_variant(cfg: ExperimentConfig, dataset: str, protocol: str, model: str) -> str:
+    """A variant (the first in config order) that evaluates ``model``: its options train it."""
+    for v in variants(cfg, dataset, protocol):
+        if model_id(cfg, dataset, v) == model:
+            return v
+    raise ConfigError(f"no variant of {dataset}/{protocol} trains the model {model!r}")
+
+
 def expert_of(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, bool] | None:
     """(expert, normalize) whose cached hints the variant reads, or None if it uses no expert."""
     from kdad.methods import get_method
 
-    name, options = method_options(cfg, dataset, variant)
+    name, config = resolved_config(cfg, dataset, variant)
     spec = get_method(name)
     if spec.expert_field is None:
         return None
-    config = from_dict(spec.config, options, where=f"config.methods.{variant}")
     return getattr(config, spec.expert_field), bool(getattr(config, "normalize", True))
 
 
@@ -136,7 +266,8 @@ def slug(name: str) -> str:
 
 @dataclass(frozen=True)
 class RunKey:
-    """One job: a variant trained with one seed for every category of a (dataset, protocol).
+    """One evaluate job: a variant with one seed on every category of a (dataset, protocol); it
+    reads the model files of the train job ``model``.
 
     Each category still gets its own model (one-class, leave-one-class-out) — or, for the
     multi-class protocol of a defect set, the single category "all" is one unified model. Grouping
@@ -147,11 +278,16 @@ class RunKey:
     protocol: str
     variant: str
     seed: int
+    model: str
     categories: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
         return f"{self.dataset}/{self.protocol}/{self.variant}/seed{self.seed}"
+
+    @property
+    def model_path(self) -> str:
+        return f"{self.dataset}/{self.protocol}/{self.model}/seed{self.seed}"
 
 
 def plan(cfg: ExperimentConfig) -> list[RunKey]:
@@ -160,9 +296,10 @@ def plan(cfg: ExperimentConfig) -> list[RunKey]:
         spec = get_dataset(dataset)
         for protocol in d.protocols:
             cats = tuple(task_categories(spec, protocol, categories=list(d.categories or [])))
-            for variant in dict.fromkeys([*d.methods, *(d.protocol_methods or {}).get(protocol, [])]):
+            for variant in variants(cfg, dataset, protocol):
+                model = model_id(cfg, dataset, variant)
                 for seed in cfg.seeds:
-                    runs.append(RunKey(dataset, protocol, variant, seed, cats))
+                    runs.append(RunKey(dataset, protocol, variant, seed, model, cats))
     return runs
 
 
@@ -173,12 +310,46 @@ def run_key(cfg: ExperimentConfig, dataset: str, protocol: str, variant: str, se
     raise ConfigError(f"the config has no run {dataset}/{protocol}/{variant}/seed{seed}")
 
 
-def features_dir(cfg: ExperimentConfig, dataset: str, expert: str, normalize: bool) -> Path:
-    return Path(cfg.work_dir) / "features" / dataset / f"{expert}-{'norm' if normalize else 'raw'}"
+def data_seed(cfg: ExperimentConfig, dataset: str, seed: int) -> int | None:
+    """The seed a generated dataset is drawn from for a run of ``seed`` (None: not a generated set)."""
+    if not get_dataset(dataset).seeded:
+        return None
+    d = cfg.dataset(dataset)
+    return seed if d.data_seed is None else d.data_seed
 
 
-def dataset_file(cfg: ExperimentConfig, dataset: str) -> Path:
-    return Path(cfg.work_dir) / "data" / f"{dataset}.npz"
+def draw(cfg: ExperimentConfig, dataset: str, seed: int) -> str:
+    """Which prepared copy of a dataset a run reads: ``fixed`` for real data, ``seed<k>`` for a generated one."""
+    k = data_seed(cfg, dataset, seed)
+    return "fixed" if k is None else f"seed{k}"
+
+
+def draws(cfg: ExperimentConfig, dataset: str) -> list[str]:
+    return list(dict.fromkeys(draw(cfg, dataset, s) for s in cfg.seeds))
+
+
+def draw_seed(name: str) -> int | None:
+    if name == "fixed":
+        return None
+    if not re.fullmatch(r"seed\d+", name):
+        raise ConfigError(f"a data draw is 'fixed' or 'seed<k>', got {name!r}")
+    return int(name[4:])
+
+
+def dataset_file(cfg: ExperimentConfig, dataset: str, draw_name: str = "fixed") -> Path:
+    return Path(cfg.work_dir) / "data" / dataset / f"{draw_name}.npz"
+
+
+def features_dir(cfg: ExperimentConfig, dataset: str, draw_name: str, expert: str, normalize: bool) -> Path:
+    return Path(cfg.work_dir) / "features" / dataset / draw_name / f"{expert}-{'norm' if normalize else 'raw'}"
+
+
+def model_dir(cfg: ExperimentConfig, key: RunKey) -> Path:
+    return Path(cfg.work_dir) / "models" / key.model_path
+
+
+def eval_dir(cfg: ExperimentConfig, key: RunKey) -> Path:
+    return Path(cfg.work_dir) / "eval" / key.path
 
 
 def image_size(cfg: ExperimentConfig, dataset: str) -> int:

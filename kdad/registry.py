@@ -21,13 +21,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._descriptions: dict[str, str] = {}
 
-    def register(self, name: str, entry: T | None = None):
+    def register(self, name: str, entry: T | None = None, description: str = ""):
         """``registry.register("x", obj)`` or ``@registry.register("x")`` above a function/class."""
         def add(obj: T) -> T:
             if name in self._entries:
                 raise RegistryError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            self._descriptions[name] = description or (getattr(obj, "description", "") or "")
             return obj
         return add(entry) if entry is not None else add
 
@@ -36,6 +38,10 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise RegistryError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}") from None
+
+    def description(self, name: str) -> str:
+        self.get(name)
+        return self._descriptions[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def render(results_dir: str | Path, out_dir: str | Path, maps_files: list[str | Path] | None = None) -> list[Path]:
+def render(results_dir: str | Path, out_dir: str | Path, examples: list[str | Path] | None = None) -> list[Path]:
     """Rebuild ``out_dir`` from scratch (no stale tables survive): figures, then tables and index."""
     import shutil
 
@@ -18,9 +18,10 @@ def render(results_dir: str | Path, out_dir: str | Path, maps_files: list[str | 
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / "figures").mkdir(parents=True)
     figures = render_figures(results_dir, out_dir / "figures")
-    for f in maps_files or []:
-        name = "maps_" + "_".join(Path(f).parts[-5:-3])  # dataset_protocol of the run folder
-        figures.append(example_maps_figure(f, out_dir / "figures" / f"{name}.png"))
+    for f in examples or []:
+        if Path(f).stat().st_size and np.load(f).files:
+            name = "maps_" + "_".join(Path(f).parts[-5:-2])  # dataset_protocol_variant of the run folder
+            figures.append(example_maps_figure(f, out_dir / "figures" / f"{name}.png"))
     return figures + render_all(results_dir, out_dir, figures)
 
 
@@ -33,6 +34,7 @@ def example_maps_figure(npz: str | Path, out: str | Path, per_category: int = 1)
     with np.load(npz) as z:
         data = {k: z[k] for k in z.files}
     cats = sorted({k.split("/")[0] for k in data})
+    data = {k: v[v.shape[0] // 2:] if k.endswith(("/image", "/mask", "/map")) else v for k, v in data.items()}
     rows = [(c, i) for c in cats for i in range(min(per_category, len(data[f"{c}/image"])))]
     fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
     for r, (c, i) in enumerate(rows):

@@ -1,21 +1,19 @@
-"""One run = (dataset, protocol, category, variant, seed) → result rows + provenance.
+"""The workflow's stages as functions: prepare → features → train → evaluate → aggregate.
 
-Also the two steps before runs: ``prepare`` (dataset → npz) and ``features`` (the frozen expert's
-hints for every image of a prepared dataset, computed once). Every output is written atomically;
-a killed run leaves at most a checkpoint that the next attempt resumes from.
+Each stage reads only the files of the stages before it and writes its outputs atomically, so a
+killed job leaves nothing that looks finished (Snakemake reruns it; a long training resumes from
+its per-epoch checkpoint). Nothing here knows a method by name: every method is a
+:class:`kdad.methods.Detector` built from its registry entry and options.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
-import platform
 import resource
-import shutil
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,14 +21,19 @@ import numpy as np
 import torch
 
 from kdad import metrics
-from kdad.config import config_hash
+from kdad.config import ConfigError, config_hash
 from kdad.data import PrepareRequest, get_dataset
-from kdad.data.base import PreparedDataset, write_npz_atomic
-from kdad.experiment import (ExperimentConfig, RunKey, dataset_file, expert_of, features_dir, image_size,
-                             method_options, slug)
+from kdad.data.base import DatasetError, PreparedDataset, write_npz_atomic
+from kdad.experiment import (ExperimentConfig, RunKey, data_seed, dataset_file, draw, draw_seed, eval_dir,
+                             expert_of, features_dir, image_size, method_options, model_dir, model_variant,
+                             run_key, slug)
 from kdad.features import build_hint_cache, load_hint_cache
 from kdad.methods import build_method
 from kdad.protocols import make_task
+from kdad.provenance import code_version, machine, resolve_device, versions
+from kdad.training import TrainingError
+
+CURVE_POINTS = 101
 
 
 def log(msg: str) -> None:
@@ -38,187 +41,251 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ prepare
-def prepare(cfg: ExperimentConfig, dataset: str) -> Path:
+def prepare(cfg: ExperimentConfig, dataset: str, draw_name: str = "fixed") -> Path:
     d = cfg.dataset(dataset)
     spec = get_dataset(dataset)
-    req = PrepareRequest(Path(cfg.data_root), image_size(cfg, dataset),
-                         Path(d.source) if d.source else None, d.seed)
+    seed = draw_seed(draw_name)
+    if (seed is None) == spec.seeded:
+        raise ConfigError(f"{dataset}: draw {draw_name!r} does not fit a {'generated' if spec.seeded else 'fixed'} "
+                          "dataset (generated sets take 'seed<k>', others 'fixed')")
+    req = PrepareRequest(Path(cfg.data_root), image_size(cfg, dataset), Path(d.source) if d.source else None,
+                         seed or 0)
     t0 = time.perf_counter()
     ds = spec.prepare(req)
-    out = dataset_file(cfg, dataset)
+    out = dataset_file(cfg, dataset, draw_name)
     ds.save(out)
-    log(f"prepared {dataset}: {len(ds.train)} train / {len(ds.test)} test images at {req.image_size}px "
-        f"in {time.perf_counter() - t0:.1f}s → {out}")
+    log(f"prepared {dataset} ({draw_name}): {len(ds.train)} train / {len(ds.test)} test images at "
+        f"{req.image_size}px in {time.perf_counter() - t0:.1f}s → {out}")
     return out
 
 
 # ----------------------------------------------------------------------------------- features
-def features(cfg: ExperimentConfig, dataset: str, expert_name: str, normalize: bool) -> Path:
+def features(cfg: ExperimentConfig, dataset: str, draw_name: str, expert_name: str, normalize: bool) -> Path:
     from kdad.experts import build_expert
 
-    ds = PreparedDataset.load(dataset_file(cfg, dataset))
-    weights = _expert_weights(cfg, dataset, expert_name)
-    expert = build_expert(expert_name, weights)
-    folder = features_dir(cfg, dataset, expert_name, normalize)
+    ds = PreparedDataset.load(dataset_file(cfg, dataset, draw_name))
+    expert = build_expert(expert_name, _expert_weights(cfg, dataset, expert_name))
+    expert.to(resolve_device(cfg.device))
+    folder = features_dir(cfg, dataset, draw_name, expert_name, normalize)
     meta = build_hint_cache(folder, expert, {"train": ds.train.images, "test": ds.test.images},
-                            normalize=normalize, meta={"dataset": dataset, "expert": expert_name,
-                                                       "normalize": normalize, "image_size": ds.train.images.shape[-1]})
-    log(f"expert {expert_name} hints for {dataset}: {meta['images']} images in {meta['seconds']}s "
+                            normalize=normalize, meta={"dataset": dataset, "draw": draw_name, "expert": expert_name,
+                                                       "normalize": normalize,
+                                                       "image_size": int(ds.train.images.shape[-1])})
+    log(f"expert {expert_name} hints for {dataset} ({draw_name}): {meta['images']} images in {meta['seconds']}s "
         f"({meta['images_per_second']} img/s) → {folder}")
     return folder
 
 
 def _expert_weights(cfg: ExperimentConfig, dataset: str, expert_name: str) -> str | None:
     """The ``expert_weights`` option of the first variant on this dataset that uses this expert."""
-    d = cfg.dataset(dataset)
-    for variant in [*d.methods, *(v for vs in (d.protocol_methods or {}).values() for v in vs)]:
-        name, options = method_options(cfg, dataset, variant)
-        if options.get("expert", None) in (expert_name, None) and options.get("expert_weights"):
+    from kdad.experiment import variants
+
+    for variant in variants(cfg, dataset):
+        _, options = method_options(cfg, dataset, variant)
+        if options.get("expert") in (expert_name, None) and options.get("expert_weights"):
             return options["expert_weights"]
     return None
 
 
-# ---------------------------------------------------------------------------------------- run
-def run(cfg: ExperimentConfig, key: RunKey, out_dir: str | Path) -> dict:
-    """Train and evaluate every category of one job; write ``result.json`` (+ ``scores.npz``, maybe
-    ``maps.npz``) atomically. Categories finished before a crash are not lost: each one's partial
-    result is kept in ``partial/`` and reused by the next attempt."""
+# ------------------------------------------------------------------------------ shared by both
+class _Inputs:
+    """The prepared data and cached hints a train or evaluate job reads."""
+
+    def __init__(self, cfg: ExperimentConfig, key: RunKey) -> None:
+        self.draw = draw(cfg, key.dataset, key.seed)
+        self.ds = PreparedDataset.load(dataset_file(cfg, key.dataset, self.draw))
+        self.spec = get_dataset(key.dataset)
+        expert = expert_of(cfg, key.dataset, key.variant)
+        self.cache = None
+        if expert is not None:
+            folder = features_dir(cfg, key.dataset, self.draw, *expert)
+            self.cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
+
+    def task(self, cfg: ExperimentConfig, key: RunKey, category: str):
+        d = cfg.dataset(key.dataset)
+        return make_task(self.ds, self.spec, key.protocol, category, key.seed, max_train_images=d.max_train_images,
+                         categories=list(d.categories) if d.categories else None)
+
+    def images(self, split: str, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(getattr(self.ds, split).images[rows]))
+
+    def hints(self, split: str, rows: np.ndarray):
+        if self.cache is None:
+            return None
+        return [torch.from_numpy(np.ascontiguousarray(h[rows])) for h in self.cache[split]]
+
+
+def _detector(cfg: ExperimentConfig, key: RunKey):
+    method, options = method_options(cfg, key.dataset, key.variant)
+    spec, config, detector = build_method(method, options, where=f"config.methods.{key.variant}")
+    return spec, config, detector.to(resolve_device(cfg.device))
+
+
+def _what(key: RunKey, category: str) -> str:
+    return f"{key.variant} on {key.dataset}/{key.protocol}/{category}, seed {key.seed}"
+
+
+# -------------------------------------------------------------------------------------- train
+def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: int, out_dir: str | Path) -> Path:
+    """Fit ``model`` on every category of (dataset, protocol) with ``seed``: ``<out>/<category>.pt`` each,
+    then ``<out>/meta.json``. A killed job resumes each model from its last finished epoch."""
+    variant = model_variant(cfg, dataset, protocol, model)
+    key = run_key(cfg, dataset, protocol, variant, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds = PreparedDataset.load(dataset_file(cfg, key.dataset))
-    expert = expert_of(cfg, key.dataset, key.variant)
-    cache = None
-    if expert is not None:
-        folder = features_dir(cfg, key.dataset, *expert)
-        cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
-    merged: dict = {"rows": [], "defects": [], "localization": [], "history": {}}
-    scores, examples = {}, {}
-    # partial results and checkpoints of an earlier attempt are reused only for the same settings
-    fingerprint = config_hash({"key": dataclasses.asdict(key), "options": method_options(cfg, key.dataset, key.variant),
-                               "dataset": dataclasses.asdict(cfg.dataset(key.dataset)), "code": code_version()})
-    stamp = out_dir / "partial" / "fingerprint"
-    if not stamp.is_file() or stamp.read_text() != fingerprint:
-        shutil.rmtree(out_dir / "partial", ignore_errors=True)
-        stamp.parent.mkdir(parents=True)
-        stamp.write_text(fingerprint)
+    inputs = _Inputs(cfg, key)
+    spec, config, detector = _detector(cfg, key)
+    checkpoints = Path(cfg.work_dir) / "checkpoints" / key.model_path
+    meta = {"model": model, "method": spec.name, "variant_used": variant, "seed": seed, "draw": inputs.draw,
+            "code_version": code_version(), "categories": {}}
     for category in key.categories:
-        part = out_dir / "partial" / f"{slug(category)}.json"
-        if part.is_file():
-            result = json.loads(part.read_text())
-            log(f"run {key.path}/{category}: reusing the result of an earlier attempt")
-        else:
-            result, arrays, maps = _run_category(cfg, key, category, ds, cache, out_dir)
-            write_npz_atomic(out_dir / "partial" / f"{slug(category)}.npz", arrays)
-            if maps:
-                write_npz_atomic(out_dir / "partial" / f"{slug(category)}.maps.npz", maps)
-            _write_json_atomic(part, result)
-        with np.load(out_dir / "partial" / f"{slug(category)}.npz") as z:
-            scores.update({k: z[k] for k in z.files})
-        maps_file = out_dir / "partial" / f"{slug(category)}.maps.npz"
-        if maps_file.is_file():
-            with np.load(maps_file) as z:
-                examples.update({k: z[k] for k in z.files})
-        for k in ("rows", "defects", "localization"):
-            merged[k] += result[k]
-        merged["history"][category] = result["history"]
-        merged["config"] = result["config"]
-    merged["key"] = dataclasses.asdict(key)
-    write_npz_atomic(out_dir / "scores.npz", scores)
-    if examples:
-        write_npz_atomic(out_dir / "maps.npz", examples)
-    _write_json_atomic(out_dir / "result.json", merged)
-    shutil.rmtree(out_dir / "partial", ignore_errors=True)
-    return merged
+        task = inputs.task(cfg, key, category)
+        images = inputs.images(task.train_split, task.train)
+        log(f"train {_what(key, category)}: {len(images)} images")
+        ckpt = checkpoints / f"{slug(category)}.pt"
+        t0 = time.perf_counter()
+        try:
+            detector.fit(images, seed=seed, hints=inputs.hints(task.train_split, task.train), checkpoint=ckpt)
+        except TrainingError as err:
+            raise TrainingError(f"{_what(key, category)}: {err}") from None
+        seconds = time.perf_counter() - t0
+        history = list(getattr(detector, "history_", []))
+        # a resumed run's epochs before the restart count too
+        train_seconds = sum(r["seconds"] for r in history) if history else seconds
+        info = {"train_images": int(len(images)), "train_seconds": train_seconds,
+                "train_images_per_second": (len(images) * len(history) / train_seconds if history and train_seconds
+                                            else len(images) / max(seconds, 1e-9))}
+        detector.save(out_dir / f"{slug(category)}.pt", meta=info)
+        meta["categories"][category] = info
+        ckpt.unlink(missing_ok=True)
+    _write_json_atomic(out_dir / "meta.json", meta)
+    return out_dir
 
 
-def _run_category(cfg: ExperimentConfig, key: RunKey, category: str, ds: PreparedDataset, cache, out_dir: Path):
-    d = cfg.dataset(key.dataset)
-    spec = get_dataset(key.dataset)
-    task = make_task(ds, spec, key.protocol, category, key.seed, max_train_images=d.max_train_images,
-                     categories=list(d.categories) if d.categories else None)
-    method_name, options = method_options(cfg, key.dataset, key.variant)
-    mspec, mconfig, detector = build_method(method_name, options, where=f"config.methods.{key.variant}")
-    expert = expert_of(cfg, key.dataset, key.variant)
-
-    def images_of(split: str, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(getattr(ds, split).images[rows]))
-
-    def hints_of(split: str, rows: np.ndarray):
-        return None if cache is None else [torch.from_numpy(np.ascontiguousarray(h[rows])) for h in cache[split]]
-
-    torch.manual_seed(key.seed)
-    train_images = images_of(task.train_split, task.train)
-    log(f"run {key.path}/{category}: {method_name} on {len(train_images)} training images")
-    fit_kwargs = {"seed": key.seed, "hints": hints_of(task.train_split, task.train)}
-    if "checkpoint" in inspect.signature(detector.fit).parameters:
-        fit_kwargs["checkpoint"] = out_dir / "partial" / f"{slug(category)}.checkpoint.pt"
-    t0 = time.perf_counter()
-    detector.fit(train_images, **fit_kwargs)
-    train_seconds = time.perf_counter() - t0
-
-    base = {"dataset": key.dataset, "protocol": key.protocol, "method": method_name, "variant": key.variant,
-            "seed": key.seed, "expert": expert[0] if expert else "", "image_size": int(ds.train.images.shape[-1]),
-            "epochs": getattr(mconfig, "epochs", np.nan), "train_images": int(len(task.train))}
-    rows, defect_rows, loc_rows, score_arrays, examples = [], [], [], {}, {}
-    for name, split, test_rows, labels in task.evaluations:
-        images = images_of(split, test_rows)
-        hints = hints_of(split, test_rows)
-        t1 = time.perf_counter()
-        scores = np.asarray(detector.score(images, hints=hints), dtype=np.float64)
-        score_seconds = time.perf_counter() - t1
-        row = {**base, "category": name, "test_images": int(len(test_rows)),
-               "image_auroc": metrics.image_auroc(labels, scores), "pixel_auroc": np.nan, "aupro": np.nan,
-               "paper_pixel_metric": np.nan, "train_seconds": train_seconds,
-               "score_images_per_second": len(test_rows) / max(score_seconds, 1e-9),
-               "map_images_per_second": np.nan}
-        score_arrays[f"{name}/scores"] = scores
-        score_arrays[f"{name}/labels"] = labels
-        sub = getattr(ds, split)
-        masks = sub.masks[test_rows] if (spec.has_masks and sub.masks is not None) else None
-        maps = None
-        if mspec.localizes and masks is not None:
-            t1 = time.perf_counter()
-            maps = np.asarray(detector.anomaly_map(images, hints=hints), dtype=np.float32)
-            row["map_images_per_second"] = len(test_rows) / max(time.perf_counter() - t1, 1e-9)
-            row["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
-            row["aupro"] = metrics.aupro(masks, maps)
-            row["paper_pixel_metric"] = metrics.paper_pixel_metric(masks, maps)
-        rows.append(row)
-        if sub.defect is not None and spec.kind == "defect":
-            defect_rows += _per_defect(base, name, sub.defect[test_rows], labels, scores, masks, maps)
-        if (d.localization_table and method_name == "mkd" and key.variant == "mkd" and key.protocol == "one-class"
-                and masks is not None):
-            loc_rows += _localization_table(detector, base, name, images, hints, masks)
-        if d.example_maps and maps is not None and key.seed == cfg.seeds[0]:
-            pick = np.flatnonzero(labels == 1)[:2]
-            examples[f"{name}/image"] = images[pick].numpy()
-            examples[f"{name}/mask"] = masks[pick]
-            examples[f"{name}/map"] = maps[pick]
-    for row in rows:
-        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        row.update(provenance(cfg, key, mconfig))
-    for row in rows:
+# ----------------------------------------------------------------------------------- evaluate
+def evaluate(cfg: ExperimentConfig, dataset: str, protocol: str, variant: str, seed: int,
+             out_dir: str | Path) -> dict:
+    """Score (and map) every category's test images with its trained model: ``result.json`` (rows,
+    per-defect rows, curves, training history), ``scores.npz`` and ``examples.npz`` in ``out_dir``."""
+    key = run_key(cfg, dataset, protocol, variant, seed)
+    out_dir = Path(out_dir)
+    inputs = _Inputs(cfg, key)
+    spec, config, detector = _detector(cfg, key)
+    d = cfg.dataset(dataset)
+    models = model_dir(cfg, key)
+    base = {"dataset": dataset, "protocol": protocol, "method": spec.name, "variant": variant,
+            "ablation_of": cfg.methods[variant].get("ablation_of") or "", "model": key.model, "seed": seed,
+            "data_seed": data_seed(cfg, dataset, seed), "image_size": int(inputs.ds.train.images.shape[-1])}
+    options = {f"opt.{k}": _option_text(v) for k, v in dataclasses.asdict(config).items()}
+    where = machine(detector.device)
+    out = {"runs": [], "defects": [], "curves": [], "history": []}
+    scores_npz, examples = {}, {}
+    for category in key.categories:
+        task = inputs.task(cfg, key, category)
+        detector.load(models / f"{slug(category)}.pt")
+        info = detector.meta_
+        for rec in getattr(detector, "history_", []):
+            out["history"].append({**base, "category": category, **{k: rec[k] for k in ("phase", "epoch", "loss",
+                                                                                      "seconds")}})
+        for name, split, rows, labels in task.evaluations:
+            row, arrays, curves, defect_rows, ex = _evaluate_one(
+                cfg, key, detector, spec, inputs, name, split, rows, labels, base)
+            row.update(train_images=info.get("train_images"), train_seconds=info.get("train_seconds"),
+                       train_images_per_second=info.get("train_images_per_second"))
+            out["runs"].append(row)
+            out["curves"] += curves
+            out["defects"] += defect_rows
+            scores_npz.update({f"{name}/{k}": v for k, v in arrays.items()})
+            examples.update({f"{name}/{k}": v for k, v in ex.items()})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    provenance = {"config_hash": config_hash({"method": dataclasses.asdict(config), "dataset": dataclasses.asdict(d)}),
+                  "code_version": code_version(), "versions": versions()}
+    for row in out["runs"]:
+        row.update(options)
+        row.update(peak_rss_mb=peak, **where, **provenance)
         log(f"  {row['category']}: image AUROC {row['image_auroc']:.4f}"
             + (f", pixel AUROC {row['pixel_auroc']:.4f}, AU-PRO {row['aupro']:.4f}"
-               if not np.isnan(row["pixel_auroc"]) else ""))
-    result = {"config": dataclasses.asdict(mconfig), "rows": rows, "defects": defect_rows,
-              "localization": loc_rows,
-              "history": getattr(detector, "history_", getattr(detector, "history", []))}
-    return _jsonable(result), score_arrays, examples
+               if row["pixel_auroc"] is not None and not np.isnan(row["pixel_auroc"]) else ""))
+    out["key"] = dataclasses.asdict(key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_npz_atomic(out_dir / "scores.npz", scores_npz)
+    write_npz_atomic(out_dir / "examples.npz", examples)
+    _write_json_atomic(out_dir / "result.json", _jsonable(out))
+    return out
 
 
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=_json_default))
+def _evaluate_one(cfg, key: RunKey, detector, spec, inputs: _Inputs, name: str, split: str, rows: np.ndarray,
+                  labels: np.ndarray, base: dict):
+    images = inputs.images(split, rows)
+    hints = inputs.hints(split, rows)
+    t0 = time.perf_counter()
+    scores = np.asarray(detector.score(images, hints=hints), dtype=np.float64)
+    score_seconds = time.perf_counter() - t0
+    if scores.shape != (len(rows),) or not np.isfinite(scores).all():
+        raise TrainingError(f"{_what(key, name)}: the model gave {int((~np.isfinite(scores)).sum())} NaN/inf "
+                            f"score(s) (shape {scores.shape}); its training diverged or its state is broken — "
+                            "train it again")
+    row = {**base, "category": name, "test_images": int(len(rows)),
+           "image_auroc": metrics.image_auroc(labels, scores), "image_ap": metrics.image_ap(labels, scores),
+           "image_f1max": metrics.image_f1max(labels, scores), "pixel_auroc": np.nan, "pixel_ap": np.nan,
+           "pixel_f1max": np.nan, "aupro": np.nan, "paper_pixel_metric": np.nan,
+           "score_images_per_second": len(rows) / max(score_seconds, 1e-9), "map_images_per_second": np.nan}
+    keys = {k: base[k] for k in ("dataset", "protocol", "method", "variant", "ablation_of", "model", "seed")}
+    curves = [{**keys, "category": name, "curve": "roc", "x": x, "y": y}
+              for x, y in zip(*metrics.roc_curve_points(labels, scores, CURVE_POINTS))]
+    sub = getattr(inputs.ds, split)
+    masks = sub.masks[rows] if (inputs.spec.has_masks and sub.masks is not None) else None
+    maps = None
+    if spec.localizes and masks is not None:
+        t0 = time.perf_counter()
+        maps = np.asarray(detector.anomaly_map(images, hints=hints), dtype=np.float32)
+        row["map_images_per_second"] = len(rows) / max(time.perf_counter() - t0, 1e-9)
+        if not np.isfinite(maps).all():
+            raise TrainingError(f"{_what(key, name)}: the model's anomaly maps hold NaN/inf values")
+        row["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
+        row["pixel_ap"] = metrics.pixel_ap(masks, maps)
+        row["pixel_f1max"] = metrics.pixel_f1max(masks, maps)
+        row["aupro"] = metrics.aupro(masks, maps)
+        if detector.maps_in_unit_range:
+            soft = sub.soft_masks[rows] if sub.soft_masks is not None else None
+            row["paper_pixel_metric"] = metrics.paper_pixel_metric(masks, maps, soft_masks=soft)
+        curves += [{**keys, "category": name, "curve": "pro", "x": x, "y": y}
+                   for x, y in zip(*metrics.pro_curve_points(masks, maps, 0.3, CURVE_POINTS))]
+    defect_rows = []
+    if sub.defect is not None and inputs.spec.kind == "defect":
+        levels = sub.level[rows] if sub.level is not None else None
+        defect_rows = _per_defect({**keys, "data_seed": base["data_seed"]}, name, sub.defect[rows], levels,
+                                  labels, scores, masks, maps)
+    examples = {}
+    n_ex = cfg.dataset(key.dataset).examples
+    if maps is not None and n_ex and key.seed == cfg.seeds[0]:
+        good, bad = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+        pick = np.concatenate([_spread(good, n_ex), _spread(bad, n_ex)])
+        examples = {"image": images[pick].numpy(), "mask": masks[pick], "label": labels[pick].astype(np.int64),
+                    "map": maps[pick]}
+    return row, {"scores": scores, "labels": labels}, curves, defect_rows, examples
 
 
-def _per_defect(base, category, defects, labels, scores, masks, maps) -> list[dict]:
-    """Each defect kind's images against the good ones, so an easy kind cannot hide a hard one."""
-    out = []
+def _spread(indices: np.ndarray, k: int) -> np.ndarray:
+    """``k`` entries of ``indices`` spread evenly over it (all of them when there are fewer)."""
+    if len(indices) <= k:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, k).round().astype(int)]
+
+
+def _per_defect(keys: dict, category: str, defects, levels, labels, scores, masks, maps) -> list[dict]:
+    """Each defect kind's and each difficulty level's images against the good ones, so an easy kind
+    or level cannot hide a hard one."""
     good = labels == 0
-    for kind in sorted(set(defects[labels == 1])):
-        pick = good | (defects == kind)
-        row = {**base, "category": category, "defect": kind, "test_images": int(pick.sum()),
-               "image_auroc": metrics.image_auroc(labels[pick], scores[pick]), "pixel_auroc": np.nan, "aupro": np.nan}
+    groups = [(kind, "all", defects == kind) for kind in sorted(set(defects[labels == 1]))]
+    if levels is not None:
+        groups += [("all", level, levels == level) for level in sorted(set(levels[labels == 1]) - {""})]
+    out = []
+    for kind, level, chosen in groups:
+        pick = good | (chosen & (labels == 1))
+        row = {**keys, "category": category, "defect": kind, "level": level, "test_images": int(pick.sum()),
+               "image_auroc": metrics.image_auroc(labels[pick], scores[pick]), "pixel_auroc": np.nan,
+               "aupro": np.nan}
         if maps is not None:
             row["pixel_auroc"] = metrics.pixel_auroc(masks[pick], maps[pick])
             row["aupro"] = metrics.aupro(masks[pick], maps[pick])
@@ -226,73 +293,35 @@ def _per_defect(base, category, defects, labels, scores, masks, maps) -> list[di
     return out
 
 
-def _localization_table(model, base, category, images, hints, masks) -> list[dict]:
-    """The paper's Table 1 for one category: every method, without and with the Gaussian."""
-    from scipy.ndimage import gaussian_filter
-
-    from kdad.localize import METHODS, localize
-
-    out = []
-    sigma = model.config.blur_sigma or 4.0
-    old = model.config.blur_sigma
-    model.config.blur_sigma = 0.0
-    try:
-        for method in METHODS:
-            t0 = time.perf_counter()
-            raw = localize(model, images, hints=hints, method=method)
-            ms = 1000 * (time.perf_counter() - t0) / len(images)
-            for blur in (False, True):
-                maps = gaussian_filter(raw, sigma=sigma, axes=(1, 2)) if blur else raw
-                out.append({**base, "category": category, "localization": method, "blur": blur,
-                            "grad_through": model.config.grad_through,
-                            "pixel_auroc": metrics.pixel_auroc(masks, maps), "aupro": metrics.aupro(masks, maps),
-                            "paper_pixel_metric": metrics.paper_pixel_metric(masks, maps), "ms_per_image": ms})
-    finally:
-        model.config.blur_sigma = old
-    return out
+def _option_text(value) -> str | float | int | bool | None:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return value
 
 
-def provenance(cfg: ExperimentConfig, key: RunKey, mconfig) -> dict:
-    import sklearn
-    import timm
-    import torchvision
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__,
-                "scikit-learn": sklearn.__version__}
-    d = cfg.dataset(key.dataset)
-    return {"config_hash": config_hash({"method": dataclasses.asdict(mconfig), "dataset": dataclasses.asdict(d)}),
-            "code_version": code_version(), "versions": json.dumps(versions, sort_keys=True)}
-
-
-def code_version() -> str:
-    here = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--",
-                                "kdad", "baselines"], capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return "kdad-" + version("kdad")
-        except PackageNotFoundError:
-            return "unknown"
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=1, default=_json_default))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _json_default(o):
-    if isinstance(o, (np.integer,)):
+    if isinstance(o, np.integer):
         return int(o)
-    if isinstance(o, (np.floating,)):
+    if isinstance(o, np.floating):
         return float(o)
-    if isinstance(o, (np.bool_,)):
+    if isinstance(o, np.bool_):
         return bool(o)
     if isinstance(o, (tuple, set)):
         return list(o)
@@ -300,30 +329,55 @@ def _json_default(o):
 
 
 # ---------------------------------------------------------------------------------- aggregate
+TABLES = ("runs", "defects", "curves", "history")
+ORDER = ["dataset", "protocol", "category", "method", "variant", "seed"]
+
+
 def aggregate(run_files: list[str | Path], results_dir: str | Path) -> dict[str, Path]:
-    """Collect every run's rows into tidy CSVs (one row per run and category; no summary rows)."""
+    """Collect every evaluation's rows into tidy CSVs (one row per run and category; no summary rows).
+
+    Every input is read and checked before anything is written; then each CSV is replaced
+    atomically, so a bad input leaves the previous results untouched."""
     import pandas as pd
 
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tables: dict[str, list[dict]] = {"runs": [], "defects": [], "localization": []}
+    tables: dict[str, list[dict]] = {name: [] for name in TABLES}
     for f in sorted(map(str, run_files)):
-        result = json.loads(Path(f).read_text())
-        tables["runs"] += result["rows"]
-        tables["defects"] += result["defects"]
-        tables["localization"] += result["localization"]
-    written = {}
-    order = ["dataset", "protocol", "category", "method", "variant", "seed"]
+        try:
+            result = json.loads(Path(f).read_text())
+            for name in TABLES:
+                rows = result[name]
+                if not isinstance(rows, list):
+                    raise TypeError(f"{name} is not a list")
+                tables[name] += rows
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{f}: not a complete evaluation result ({type(err).__name__}: {err}); delete it "
+                               "and run the workflow again (Snakemake recomputes it)") from None
+    frames = {}
     for name, rows in tables.items():
-        path = results_dir / f"{name}.csv"
-        if not rows:
-            path.unlink(missing_ok=True)
-            continue
         df = pd.DataFrame(rows)
-        keys = [c for c in order + ["defect", "localization", "blur"] if c in df.columns]
-        df = df[keys + [c for c in df.columns if c not in keys]].sort_values(keys, kind="stable")
-        tmp = path.with_name(f".{path.name}.tmp")
-        df.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-        written[name] = path
+        if len(df):
+            keys = [c for c in ORDER + ["defect", "level", "curve", "phase", "epoch"] if c in df.columns]
+            df = df[keys + [c for c in df.columns if c not in keys]].sort_values(keys, kind="stable")
+        frames[name] = df
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        written = {}
+        staged = []
+        for name, df in frames.items():
+            path = results_dir / f"{name}.csv"
+            fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            df.to_csv(tmp, index=False, float_format="%.6g")
+            os.chmod(tmp, 0o644)
+            staged.append((tmp, path))
+            written[name] = path
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except PermissionError as err:
+        for tmp, _ in locals().get("staged", []):
+            Path(tmp).unlink(missing_ok=True)
+        raise DatasetError(f"cannot write the results to {results_dir} ({err.strerror}); make it writable or set "
+                           "results_dir in the config") from None
     return written
+

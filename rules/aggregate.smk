@@ -1,10 +1,16 @@
 rule aggregate:
-    """Every run's rows → tidy results/runs.csv, defects.csv, localization.csv (no summary rows)."""
+    """Every evaluation's rows → tidy results/runs.csv, defects.csv, curves.csv, history.csv (no summary rows)."""
     input:
-        [run_file(k) for k in RUNS],
+        [eval_file(k) for k in RUNS],
     output:
-        RESULTS / "runs.csv",
+        runs=RESULTS / "runs.csv",
+        defects=RESULTS / "defects.csv",
+        curves=RESULTS / "curves.csv",
+        history=RESULTS / "history.csv",
     log:
         WORK / "logs" / "aggregate.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     shell:
         "{PY} -m kdad aggregate --out {RESULTS} {input} 2>&1 | tee {log}"

@@ -1,33 +1,39 @@
 rule prepare:
-    """Download or read, verify and decode one dataset into work/data/<dataset>.npz."""
+    """Download or read, verify and decode one dataset (one draw of a generated one) into work/data/."""
     output:
-        WORK / "data" / "{dataset}.npz",
+        WORK / "data" / "{dataset}" / "{draw}.npz",
     log:
-        WORK / "logs" / "prepare" / "{dataset}.log",
+        WORK / "logs" / "prepare" / "{dataset}-{draw}.log",
     benchmark:
-        WORK / "benchmarks" / "prepare" / "{dataset}.tsv"
+        WORK / "benchmarks" / "prepare" / "{dataset}-{draw}.tsv"
     params:
-        settings=lambda w: json.dumps({k: getattr(CFG.dataset(w.dataset), k) for k in ("image_size", "source", "seed")}),
+        settings=lambda w: json.dumps(dataset_settings(w.dataset), default=list),
     threads: 1
+    resources:
+        mem_mb=res("prepare", "mem_mb"),
+        runtime=res("prepare", "runtime"),
     shell:
-        "{PY} -m kdad prepare --config {CONFIG_JSON} --dataset {wildcards.dataset} --threads {threads} 2>&1 | tee {log}"
+        "{PY} -m kdad prepare --config {CONFIG_JSON} --dataset {wildcards.dataset} --draw {wildcards.draw}"
+        " --threads {threads} 2>&1 | tee {log}"
 
 
 rule features:
     """The frozen expert's hint activations for every image of a dataset, once (float16, memory-mapped)."""
     input:
-        WORK / "data" / "{dataset}.npz",
+        WORK / "data" / "{dataset}" / "{draw}.npz",
     output:
-        WORK / "features" / "{dataset}" / "{expert}-{norm}" / "meta.json",
+        WORK / "features" / "{dataset}" / "{draw}" / "{expert}-{norm}" / "meta.json",
     log:
-        WORK / "logs" / "features" / "{dataset}-{expert}-{norm}.log",
+        WORK / "logs" / "features" / "{dataset}-{draw}-{expert}-{norm}.log",
     benchmark:
-        WORK / "benchmarks" / "features" / "{dataset}-{expert}-{norm}.tsv"
-    wildcard_constraints:
-        norm="norm|raw",
+        WORK / "benchmarks" / "features" / "{dataset}-{draw}-{expert}-{norm}.tsv"
     params:
         normalize=lambda w: int(w.norm == "norm"),
-    threads: 8  # Snakemake caps it at --cores
+    threads: max(2, CFG.threads)  # Snakemake caps it at --cores
+    resources:
+        mem_mb=res("features", "mem_mb"),
+        runtime=res("features", "runtime"),
+        gpu=gpus("features"),
     shell:
-        "{PY} -m kdad features --config {CONFIG_JSON} --dataset {wildcards.dataset} --expert {wildcards.expert}"
-        " --normalize {params.normalize} --threads {threads} 2>&1 | tee {log}"
+        "{PY} -m kdad features --config {CONFIG_JSON} --dataset {wildcards.dataset} --draw {wildcards.draw}"
+        " --expert {wildcards.expert} --normalize {params.normalize} --threads {threads} 2>&1 | tee {log}"

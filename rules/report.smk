@@ -1,17 +1,21 @@
 rule report:
-    """Paper-style tables (md, tex, csv) and seaborn figures, from results/ alone (+ example maps).
+    """Paper-style tables (md, tex, csv) and seaborn figures, from results/ alone (+ anomaly-map examples).
 
     The figures are flagged for `snakemake --report report.html`, which collects them in one HTML."""
     input:
         runs=RESULTS / "runs.csv",
-        maps_runs=maps_runs(),
+        defects=RESULTS / "defects.csv",
+        curves=RESULTS / "curves.csv",
+        history=RESULTS / "history.csv",
+        examples=example_files(),
     output:
         index=REPORT / "index.md",
         figures=report(directory(REPORT / "figures"), patterns=["{name}.png"], category="figures",
                        caption="report_caption.rst"),
-    params:
-        maps=lambda w, input: [os.path.join(os.path.dirname(f), "maps.npz") for f in input.maps_runs],
     log:
         WORK / "logs" / "report.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     shell:
-        "{PY} -m kdad report --results {RESULTS} --out {REPORT} --maps {params.maps} 2>&1 | tee {log}"
+        "{PY} -m kdad report --results {RESULTS} --out {REPORT} --examples {input.examples} 2>&1 | tee {log}"

@@ -1,19 +1,21 @@
-rule run:
-    """Train and evaluate every category of (dataset, protocol) for one variant and seed: per-category rows, per-defect rows, scores (and maps)."""
+rule train:
+    """Fit one model per category of (dataset, protocol) with one seed: <model dir>/<category>.pt.
+    Variants that differ only in evaluation options (score hints, localisation, blur) share it."""
     input:
-        data=WORK / "data" / "{dataset}.npz",
-        features=run_features,
+        lambda w: job_inputs(w, train_variant(w)),
     output:
-        WORK / "runs" / "{dataset}" / "{protocol}" / "{variant}" / "seed{seed}" / "result.json",
+        directory(WORK / "models" / "{dataset}" / "{protocol}" / "{model}" / "seed{seed}"),
     log:
-        WORK / "logs" / "runs" / "{dataset}" / "{protocol}" / "{variant}" / "seed{seed}.log",
+        WORK / "logs" / "train" / "{dataset}" / "{protocol}" / "{model}" / "seed{seed}.log",
     benchmark:
-        WORK / "benchmarks" / "runs" / "{dataset}" / "{protocol}" / "{variant}" / "seed{seed}.tsv"
+        WORK / "benchmarks" / "train" / "{dataset}" / "{protocol}" / "{model}" / "seed{seed}.tsv"
     params:
-        options=run_options,
-        out=lambda w, output: os.path.dirname(output[0]),
+        options=train_params,
     threads: CFG.threads
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=gpus("train"),
     shell:
-        "{PY} -m kdad run --config {CONFIG_JSON} --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
-        " --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --out {params.out} --threads {threads} 2>&1 | tee {log}"
+        "{PY} -m kdad train --config {CONFIG_JSON} --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
+        " --model {wildcards.model} --seed {wildcards.seed} --out {output} --threads {threads} 2>&1 | tee {log}"

@@ -23,7 +23,7 @@ class PrepareRequest:
     image_size: side of the square model input the images are resized to.
     source: an optional local path (file or folder) given in the config; when set it is used
         instead of any download.
-    seed: seeds generated datasets (textures); real datasets ignore it.
+    seed: the seed a generated dataset (``DatasetSpec.seeded``) is drawn from; real datasets ignore it.
     """
 
     root: Path
@@ -45,6 +45,8 @@ class DatasetSpec:
         is stored in ``test`` and the protocol draws the split from the run's seed.
     normal_class: for a semantic set whose paper protocol has one fixed normal class (OCT: NORMAL),
         that class; the one-class protocol then has that single task.
+    seeded: the dataset is generated from ``PrepareRequest.seed`` (textures): each run's seed draws
+        its own copy, so seeds measure data variance too.
     """
 
     name: str
@@ -57,6 +59,7 @@ class DatasetSpec:
     pooled: bool = False
     description: str = ""
     normal_class: str | None = None
+    seeded: bool = False
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

@@ -424,7 +424,7 @@ def prepare_textures(req: PrepareRequest) -> PreparedDataset:
 
 register(DatasetSpec(
     name="textures", kind="defect", categories=TEXTURE_CATEGORIES, image_size=128, channels=3, has_masks=True,
-    prepare=prepare_textures,
+    prepare=prepare_textures, seeded=True,
     description="synthetic defects (scratch, crack, hole, stain, foreign, fold) on scikit-image texture "
                 "photos; train and test tiles from disjoint photo regions; generated from the seed",
 ))
