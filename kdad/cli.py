@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report")
     p.add_argument("--results", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--maps", nargs="*", default=None, help="runs' maps.npz files for the example-maps figure")
+    p.add_argument("--examples", "--maps", nargs="*", default=None,
+                   help="evaluations' examples.npz files (<work>/eval/<dataset>/<protocol>/<variant>/seed<N>/, or "
+                        "with a meta.json beside) for the anomaly-map figures")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         from kdad.report import render
-        for path in render(args.results, args.out, args.maps):
+        for path in render(args.results, args.out, args.examples):
             print(path)
         return 0
 
