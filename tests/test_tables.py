@@ -188,15 +188,17 @@ def test_ablations_are_grouped_by_ablation_of_and_labelled_by_options_not_names(
                      _row("d", "one-class", str(c), "hints-7", s, 0.8, "mkd", "ref",
                           **{**opts, "opt.train_hints": "3", "opt.score_hints": "3"}),
                      _row("d", "one-class", str(c), "other-ref", s, 0.7, "mkd", **{**opts, "opt.lam": "1"}),
-                     _row("d", "one-class", str(c), "lam", s, 0.75, "mkd", "other-ref", **opts)]
+                     _row("d", "one-class", str(c), "lam", s, 0.75, "mkd", "other-ref", **opts),
+                     _row("d", "one-class", str(c), "orphan", s, 0.75, "mkd", "not-run", **opts)]
     groups = {g.reference: g for g in ablation_groups(pd.DataFrame(rows))}
-    assert set(groups) == {"ref", "other-ref"}
+    assert set(groups) == {"ref", "other-ref", "not-run"}
+    assert not groups["not-run"].reference_ran and groups["not-run"].members[0].label == "(reference not run here)"
     (a,) = groups["ref"].members
     assert a.variant == "hints-7" and a.label == "score_hints=3; train_hints=3" and a.hints_only
     (b,) = groups["other-ref"].members
     assert b.label == "lam=0.01" and not b.hints_only
     (t,) = ablation_tables(pd.DataFrame(rows))
-    assert set(t.frame.index.get_level_values("ablation of")) == {"ref", "other-ref"}
+    assert set(t.frame.index.get_level_values("ablation of")) == {"ref", "other-ref", "not-run"}
     assert "score_hints=3; train_hints=3" in to_markdown(t)
 
 

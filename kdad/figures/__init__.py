@@ -38,7 +38,7 @@ def _labels(results: Results):
     if results.runs is not None:
         for g in ablation_groups(results.runs):
             for a in g.members:
-                names[a.variant] = f"{a.variant}\n({a.label})"
+                names[a.variant] = f"{a.variant}\n{a.label}" if a.label.startswith("(") else f"{a.variant}\n({a.label})"
     return lambda v: names.get(v, v)
 
 

@@ -116,7 +116,8 @@ def ablation_tables(runs: pd.DataFrame) -> list[Table]:
                   "and protocol in bold.",
                   "options changed: the opt.* options in which the variant differs from its reference."]
         tnotes += [f"p shown as {DASH}: {n}." for n in sorted(notes)]
-        label = {k[1]: (k[1] if k[2] == "reference" else f"{k[1]} ({k[2]})") for k in index}
+        label = {k[1]: (k[1] if k[2] == "reference" else f"{k[1]} {k[2]}" if k[2].startswith("(")
+                        else f"{k[1]} ({k[2]})") for k in index}
         tables.append(Table(f"ablation_{slug(dataset)}",
                             f"{dataset_label(dataset)}: ablations against their reference. "
                             f"Run: {run_caption(rows_all, lambda v: label.get(v, v))}.",

@@ -195,21 +195,23 @@ class Ablation:
     """One variant run as an ablation of ``reference``: the options it changed (``{name: (ref, new)}``)."""
 
     variant: str
-    changed: dict[str, tuple[str, str]]
+    changed: dict[str, tuple[str, str]] | None  # None: the reference did not run on this dataset
 
     @property
     def label(self) -> str:
+        if self.changed is None:
+            return "(reference not run here)"
         if not self.changed:
             return "(no option differs)"
         return "; ".join(f"{k}={fmt_option(v[1])}" for k, v in sorted(self.changed.items()))
 
     @property
     def localization_only(self) -> bool:
-        return bool(self.changed) and set(self.changed) <= set(LOCALIZATION_OPTIONS)
+        return bool(self.changed) and set(self.changed or {}) <= set(LOCALIZATION_OPTIONS)
 
     @property
     def hints_only(self) -> bool:
-        return bool(self.changed) and set(self.changed) <= set(HINT_OPTIONS)
+        return bool(self.changed) and set(self.changed or {}) <= set(HINT_OPTIONS)
 
 
 @dataclass
@@ -241,7 +243,7 @@ def ablation_groups(runs: pd.DataFrame) -> list[AblationGroup]:
             group = AblationGroup(dataset, reference, ref_opts is not None, ref_opts or {})
             for variant in ordered(d.loc[d["ablation_of"] == reference, "variant"]):
                 mine = opts.get((dataset, variant), {})
-                changed = {} if ref_opts is None else {
+                changed = None if ref_opts is None else {
                     k: (ref_opts.get(k, ""), mine.get(k, "")) for k in sorted(set(ref_opts) | set(mine))
                     if ref_opts.get(k, "") != mine.get(k, "")}
                 group.members.append(Ablation(variant, changed))
