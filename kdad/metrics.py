@@ -359,93 +359,172 @@ def paper_pixel_metric(masks, maps, *, soft_masks=None, size: int = 128, num_thr
     if neg_total <= 0:
         raise ValueError("paper_pixel_metric: the defective images contain no normal pixel")
 
-    opened = _open_grey(amap).ravel()
-    order = np.argsort(opened, kind="stable")
-    values = opened[order]
-    w_pos = gt.ravel()[order]
-    # weight of the pixels with opened value >= t: suffix sums of the sorted weights
-    suffix_pos = np.concatenate((np.cumsum(w_pos[::-1])[::-1], [0.0]))
-    suffix_neg = np.concatenate((np.cumsum((1.0 - w_pos)[::-1])[::-1], [0.0]))
-    thresholds = np.arange(num_thresholds) / num_thresholds
-    first = np.searchsorted(values, thresholds, side="left")  # first index with value >= t
-    tpr = suffix_pos[first] / pos_total
-    fpr = suffix_neg[first] / neg_total
-    # sklearn.metrics.auc on (fpr, tpr) in threshold order: fpr never increases, so the area is
-    # the negated trapezoid sum
-    return float(-np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) * 0.5))
+    opened = _open_grey(amap)
+    pos_sorted = np.sort(opened[gt])
+    neg_sorted = np.sort(opened[~gt])
+    thresholds = np.linspace(0.0, 1.0, num_thresholds)
+    tp = pos_sorted.size - np.searchsorted(pos_sorted, thresholds, side="right")
+    fp = neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="right")
+    fpr = np.concatenate(([0.0], fp / n_neg, [1.0]))
+    tpr = np.concatenate(([0.0], tp / n_pos, [1.0]))
+    order = np.lexsort((tpr, fpr))
+    return float(np.clip(_trapezoid(fpr[order], tpr[order]), 0.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
-# average precision, F1-max, curves
+# average precision, best F1 and sampled curves (image and pixel level)
 # ---------------------------------------------------------------------------------------------
 
-def _pr_points(labels: np.ndarray, scores: np.ndarray):
-    """(precision, recall) at every distinct score threshold, descending (one sort)."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
-    tp = np.cumsum(y, dtype=np.int64)[ends]
-    fp = (ends + 1) - tp
-    return tp / (tp + fp), tp / max(int(y.sum()), 1)
+__all__ += ["image_ap", "image_f1max", "pixel_ap", "pixel_f1max", "roc_curve_points", "pro_curve_points"]
 
 
-def _ap(labels, scores) -> float:
-    precision, recall = _pr_points(labels, scores)
-    return float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
-
-
-def _f1max(labels, scores) -> float:
-    precision, recall = _pr_points(labels, scores)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
-    return float(f1.max())
-
-
-def _image_inputs(labels, scores):
-    labels = _check_binary(np.asarray(labels).ravel(), "labels")
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+def _labels_and_scores(labels, scores, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated 1-D bool labels and finite float scores of one length, both classes present."""
+    labels = np.asarray(labels).ravel()
+    scores = np.asarray(scores).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{what}: labels and scores differ in length: {labels.size} vs {scores.size}")
+    if labels.size == 0:
+        raise ValueError(f"{what} got no samples")
+    labels = _check_binary(labels, "labels")
     _check_finite(scores, "scores")
-    if labels.shape != scores.shape or not labels.any():
-        raise ValueError("labels and scores must have the same length and at least one anomalous sample")
+    n_pos = int(np.count_nonzero(labels))
+    if n_pos == 0 or n_pos == labels.size:
+        which = "anomalous (1)" if n_pos else "normal (0)"
+        raise ValueError(f"{what} needs both normal and anomalous samples, but all {labels.size} are {which}")
     return labels, scores
 
 
-def image_ap(labels, scores) -> float:
-    """Average precision (sklearn's definition: Σ (R_n − R_{n−1}) P_n), anomalous = positive."""
-    return _ap(*_image_inputs(labels, scores))
-
-
-def image_f1max(labels, scores) -> float:
-    """The best F1 score over all thresholds (anomalous = positive)."""
-    return _f1max(*_image_inputs(labels, scores))
-
-
-def pixel_ap(masks, maps) -> float:
+def _pixels(masks, maps, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of every image as (labels, scores), maps at mask resolution (as pixel_auroc)."""
     masks, maps = _masks_and_maps(masks, maps)
-    return _ap(masks.ravel(), maps.ravel())
+    y = masks.ravel()
+    n_pos = int(np.count_nonzero(y))
+    if n_pos == 0:
+        raise ValueError(f"{what}: the masks contain no anomalous pixel")
+    if n_pos == y.size:
+        raise ValueError(f"{what}: the masks contain no normal pixel")
+    return y, maps.ravel()
 
 
-def pixel_f1max(masks, maps) -> float:
-    masks, maps = _masks_and_maps(masks, maps)
-    return _f1max(masks.ravel(), maps.ravel())
+def _operating_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """True and false positives when flagging every sample with score >= t, for each distinct t.
 
-
-def roc_curve_points(labels, scores, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
-    """The image-level ROC curve's TPR at ``n`` evenly spaced FPR values in [0, 1]."""
-    labels, scores = _image_inputs(labels, scores)
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
+    One sort (descending); a run of tied scores enters at once, so there is one point per distinct
+    score, from the highest threshold (fewest flagged) to the lowest (all flagged).  Returns
+    ``(tp, fp, n_pos)``, counts as int64 arrays (the empty "nothing flagged" point left out).
+    Scores are compared as float32, like :func:`_binary_auroc`.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(scores)[::-1]
+    s = scores[order]
+    y = np.asarray(labels, dtype=bool)[order]
     ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
     tp = np.cumsum(y, dtype=np.int64)[ends]
     fp = (ends + 1) - tp
-    fpr = np.concatenate(([0.0], fp / max(int((~y).sum()), 1)))
-    tpr = np.concatenate(([0.0], tp / max(int(y.sum()), 1)))
-    x = np.linspace(0.0, 1.0, n)
-    return x, np.interp(x, fpr, tpr)
+    return tp, fp, int(tp[-1])
+
+
+def _average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AP = Σ_n (R_n − R_{n−1}) P_n over the distinct thresholds, as ``sklearn``'s
+    ``average_precision_score`` defines it (a step function: no interpolation between points)."""
+    tp, fp, n_pos = _operating_points(labels, scores)
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def _f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
+    """max over thresholds of F1 = 2 TP / (2 TP + FP + FN), exactly (every distinct score tried)."""
+    tp, fp, n_pos = _operating_points(labels, scores)
+    f1 = 2.0 * tp / (2.0 * tp + fp + (n_pos - tp))
+    return float(f1.max())
+
+
+def image_ap(labels, scores) -> float:
+    """Image-level average precision (anomalous = positive), sklearn's definition.
+
+    ``Σ_n (R_n − R_{n−1}) P_n`` with precision and recall at every distinct score taken as a
+    threshold (``score >= t`` flagged): the step-wise area under the precision-recall curve.
+    Unlike AUROC it depends on the share of anomalous images, so compare it only within one test
+    set.  Raises ``ValueError`` like :func:`image_auroc`.
+    """
+    return _average_precision(*_labels_and_scores(labels, scores, "image_ap"))
+
+
+def image_f1max(labels, scores) -> float:
+    """Image-level F1-max: the best F1 score over all thresholds (every distinct score tried).
+
+    Computed exactly from one sort; F1 = 2 TP / (2 TP + FP + FN).  Raises like :func:`image_auroc`.
+    """
+    return _f1_max(*_labels_and_scores(labels, scores, "image_f1max"))
+
+
+def pixel_ap(masks, maps) -> float:
+    """Average precision over all pixels of all test images (maps resized to mask size first).
+
+    The same pixels as :func:`pixel_auroc`; sklearn's AP definition (see :func:`image_ap`).
+    """
+    return _average_precision(*_pixels(masks, maps, "pixel_ap"))
+
+
+def pixel_f1max(masks, maps) -> float:
+    """Best F1 over thresholds, every pixel of every test image a sample (see :func:`image_f1max`)."""
+    return _f1_max(*_pixels(masks, maps, "pixel_f1max"))
+
+
+def _sample_curve(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The piecewise-linear monotone curve through the points ``(x, y)`` at the ``grid`` values.
+
+    Points are in curve order (x and y non-decreasing); consecutive points are joined by straight
+    segments, as the trapezoid rule does.  Where the curve rises vertically (several points share
+    one x) the top of the rise is taken.  Between two points: linear interpolation from the last
+    point with ``x <= g`` to the next one.
+    """
+    j = np.clip(np.searchsorted(x, grid, side="right") - 1, 0, x.size - 1)
+    nxt = np.minimum(j + 1, x.size - 1)
+    x0, x1, y0, y1 = x[j], x[nxt], y[j], y[nxt]
+    span = x1 - x0
+    frac = np.where(span > 0, (grid - x0) / np.where(span > 0, span, 1.0), 0.0)
+    return y0 + np.clip(frac, 0.0, 1.0) * (y1 - y0)
+
+
+def roc_curve_points(labels, scores, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """The image-level ROC curve sampled at ``n`` evenly spaced FPR values in [0, 1].
+
+    Returns ``(fpr, tpr)``: ``fpr = linspace(0, 1, n)`` and the TPR of the exact ROC curve (one
+    point per distinct score, a run of ties one diagonal segment, as ``sklearn.metrics.roc_curve``
+    with ``drop_intermediate=False``) at each of them; where the curve rises vertically at a
+    sampled FPR the top of the rise is taken.  Curves of several runs sampled this way can be
+    averaged point by point (vertical averaging).
+    """
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    y, s = _labels_and_scores(labels, scores, "roc_curve_points")
+    tp, fp, n_pos = _operating_points(y, s)
+    n_neg = y.size - n_pos
+    fpr = np.concatenate(([0.0], fp / n_neg))
+    tpr = np.concatenate(([0.0], tp / n_pos))
+    grid = np.linspace(0.0, 1.0, n)
+    return grid, _sample_curve(fpr, tpr, grid)
 
 
 def pro_curve_points(masks, maps, fpr_limit: float = 0.3, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
-    """The PRO curve at ``n`` evenly spaced FPR values in [0, fpr_limit]."""
+    """The per-region-overlap curve of :func:`aupro` sampled at ``n`` evenly spaced pixel-FPR
+    values in [0, ``fpr_limit``].
+
+    Returns ``(fpr, pro)``.  The curve is the exact one :func:`aupro` integrates (every distinct
+    score a threshold, points joined linearly), so the trapezoid area of a finely sampled curve
+    divided by ``fpr_limit`` approaches :func:`aupro`.
+    """
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    fpr_limit = float(fpr_limit)
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     masks, maps = _masks_and_maps(masks, maps)
     fpr, pro = _pro_fpr_curve(masks, maps, None)
-    x = np.linspace(0.0, fpr_limit, n)
-    return x, np.interp(x, fpr, pro)
+    grid = np.linspace(0.0, fpr_limit, n)
+    return grid, _sample_curve(fpr, pro, grid)

@@ -1,55 +1,212 @@
-"""results/ → report/: every table and figure, from the tidy CSVs (and the runs' saved example maps)."""
+"""results/ → report/: every table and figure, from the tidy CSVs and the evaluations' example maps.
+
+``render(results_dir, out_dir, examples=[...])`` writes, under ``out_dir``:
+
+* ``<table>.md``, ``<table>.tex``, ``<table>.csv`` for every table of :mod:`kdad.tables`;
+* ``figures/<figure>.png`` for every figure of :mod:`kdad.figures`;
+* ``README_TABLE.md`` (the dataset-level summary for the README) and ``index.md``, which shows every
+  figure inline with a one-line caption and links every table;
+* ``.kdad-report-manifest``: the files this render wrote.
+
+The report never deletes what it did not write: every file is written atomically (a temporary file
+beside it, then renamed), and the only files ever removed are those the previous render listed in
+its manifest and this one no longer writes.  It refuses an ``out_dir`` that is, or contains, the
+results folder, and a results folder without runs (nothing is touched then).
+
+``examples``: ``examples.npz`` files, each of one (dataset, protocol, variant, seed), told by a
+``meta.json`` beside it or by its folder ``…/<dataset>/<protocol>/<variant>/seed<seed>/`` (see
+:mod:`kdad.figures.maps`).
+"""
 
 from __future__ import annotations
 
+import io
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from kdad.config import ConfigError
+
+__all__ = ["MANIFEST", "ReportError", "render"]
+
+MANIFEST = ".kdad-report-manifest"
+_MANIFEST_HEADER = ("# kdad report: the files the last `kdad report` wrote into this folder (relative paths). "
+                    "The next render deletes those it no longer writes, and nothing else.\n")
+
+TABLE_SECTIONS = (("summary", "Summary across datasets"), ("main", "Main results per dataset and protocol"),
+                  ("metrics", "Every computed metric"), ("paper", "The paper's numbers beside ours"),
+                  ("ablation", "Ablations"), ("localization", "Localisation methods (the paper's Table 1)"),
+                  ("defects", "Per defect kind and difficulty level"), ("ranks", "Ranks"),
+                  ("speed", "Cost and machine"), ("training", "Training budget and convergence"))
+FIGURE_SECTIONS = (("heatmap", "Per-category heat maps"), ("ranks", "Critical-difference diagram"),
+                   ("ablation", "Hint ablation"), ("curves", "ROC and PRO curves"),
+                   ("convergence", "Training convergence"), ("maps", "Example anomaly maps"))
 
 
-def render(results_dir: str | Path, out_dir: str | Path, examples: list[str | Path] | None = None) -> list[Path]:
-    """Rebuild ``out_dir`` from scratch (no stale tables survive): figures, then tables and index."""
-    import shutil
-
-    from kdad.figures import render_figures
-    from kdad.tables import render_all
-
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    (out_dir / "figures").mkdir(parents=True)
-    figures = render_figures(results_dir, out_dir / "figures")
-    for f in examples or []:
-        if Path(f).stat().st_size and np.load(f).files:
-            name = "maps_" + "_".join(Path(f).parts[-5:-2])  # dataset_protocol_variant of the run folder
-            figures.append(example_maps_figure(f, out_dir / "figures" / f"{name}.png"))
-    return figures + render_all(results_dir, out_dir, figures)
+class ReportError(ConfigError):
+    """A report that cannot be made as asked; the CLI prints the message and exits non-zero."""
 
 
-def example_maps_figure(npz: str | Path, out: str | Path, per_category: int = 1) -> Path:
-    """Image | mask | anomaly map side by side for the first defective test images of each category."""
-    import matplotlib
-    matplotlib.use("Agg")
+# --------------------------------------------------------------------------------------- output
+class _Output:
+    """Atomic writes into ``root``, a manifest of them, and removal of the previous render's stale files."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.manifest = root / MANIFEST
+        self.old = self._read_manifest()
+        self.written: list[Path] = []
+        root.mkdir(parents=True, exist_ok=True)
+        # until the render finishes, the manifest lists the old files and every new one as it is
+        # written, so an interrupted render's files are still cleaned up by the next one
+        self._atomic(self.manifest, (_MANIFEST_HEADER + "".join(f"{p}\n" for p in sorted(self.old))).encode())
+
+    def _read_manifest(self) -> set[str]:
+        if not self.manifest.is_file():
+            return set()
+        lines = self.manifest.read_text(encoding="utf-8").splitlines()
+        return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
+
+    @staticmethod
+    def _atomic(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write(self, rel: str, data: bytes | str) -> Path:
+        path = self.root / rel
+        self._atomic(path, data.encode("utf-8") if isinstance(data, str) else data)
+        self.written.append(path)
+        with open(self.manifest, "a", encoding="utf-8") as f:
+            f.write(rel + "\n")
+        return path
+
+    def finish(self) -> None:
+        new = {p.relative_to(self.root).as_posix() for p in self.written}
+        root = self.root.resolve()
+        for rel in sorted(self.old - new):
+            path = (self.root / rel).resolve()
+            if root not in path.parents or not path.is_file():
+                continue  # only files inside the report folder, never one a manifest line points outside
+            path.unlink()
+            parent = path.parent
+            while parent != root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        self._atomic(self.manifest, (_MANIFEST_HEADER + "".join(f"{p}\n" for p in sorted(new))).encode())
+
+
+# --------------------------------------------------------------------------------------- checks
+def _check_folders(results_dir: Path, out_dir: Path) -> None:
+    if not results_dir.is_dir():
+        raise ReportError(f"results folder {results_dir} does not exist; run the pipeline (or `kdad aggregate`) "
+                          "first, or point --results at the folder that holds runs.csv")
+    res, out = results_dir.resolve(), out_dir.resolve()
+    if out == res or out in res.parents:
+        raise ReportError(f"refusing to write the report into {out_dir}: it is or contains the results folder "
+                          f"{results_dir}; choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir} exists and is not a folder")
+
+
+def _short(caption: str) -> str:
+    return caption.split(" Run:")[0].rstrip(".")
+
+
+# --------------------------------------------------------------------------------------- index
+def _index(results_dir: Path, results, tables, figures: list[tuple[str, str, str]], readme: str | None) -> str:
+    present = [name for name in ("runs", "defects", "curves", "history") if getattr(results, name) is not None]
+    lines = ["# kdad report", "",
+             f"Every table and figure below is computed by `kdad report` from the result files in "
+             f"`{results_dir.as_posix()}` ({', '.join(f'{n}.csv' for n in present)}; {len(results.runs)} rows in "
+             "runs.csv). Each table comes as Markdown, LaTeX and CSV (the CSV holds the numbers behind the cells).",
+             ""]
+    if readme:
+        lines += ["## Summary", "", readme.strip(), ""]
+    lines += ["## Tables", ""]
+    for kind, title in TABLE_SECTIONS:
+        mine = [t for t in tables if t.kind == kind]
+        if not mine:
+            continue
+        lines += [f"### {title}", ""]
+        for t in mine:
+            lines.append(f"- [{t.name}]({t.name}.md) ([tex]({t.name}.tex), [csv]({t.name}.csv)): {_short(t.caption)}")
+        lines.append("")
+    if not figures:
+        lines += ["## Figures", "", "No figure: the result files hold nothing to draw.", ""]
+    else:
+        lines += ["## Figures", ""]
+        for kind, title in FIGURE_SECTIONS:
+            mine = [f for f in figures if f[2] == kind]
+            if not mine:
+                continue
+            lines += [f"### {title}", ""]
+            for rel, caption, _ in mine:
+                alt = caption.replace("[", "(").replace("]", ")")
+                lines += [f"![{alt}]({rel})", "", f"*{caption}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _readme_table(table, out_dir: Path) -> str:
+    from kdad.tables.writer import to_markdown
+
+    where = out_dir.as_posix() if not out_dir.is_absolute() else out_dir.name
+    return (to_markdown(table) + f"\nFull tables, figures and run details: [{where}/index.md]({where}/index.md).\n")
+
+
+# --------------------------------------------------------------------------------------- render
+def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str | Path] | None = None) -> list[Path]:
+    """Write every table and figure of ``results_dir`` into ``out_dir``; return the written paths.
+
+    Raises :class:`ReportError` (before anything is written) when the results folder is missing or
+    holds no runs, when ``out_dir`` is or contains it, or when a result or examples file is unusable.
+    """
+    from kdad.figures import build_figures, example_file
+    from kdad.figures.style import DPI
+    from kdad.tables import ResultsError, build_tables, load_results
+    from kdad.tables import render as render_table
+
     import matplotlib.pyplot as plt
 
-    with np.load(npz) as z:
-        data = {k: z[k] for k in z.files}
-    cats = sorted({k.split("/")[0] for k in data})
-    data = {k: v[v.shape[0] // 2:] if k.endswith(("/image", "/mask", "/map")) else v for k, v in data.items()}
-    rows = [(c, i) for c in cats for i in range(min(per_category, len(data[f"{c}/image"])))]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
-    for r, (c, i) in enumerate(rows):
-        img = data[f"{c}/image"][i]
-        img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-        axes[r, 0].imshow(img, cmap="gray" if img.ndim == 2 else None)
-        axes[r, 1].imshow(data[f"{c}/mask"][i], cmap="gray")
-        axes[r, 2].imshow(data[f"{c}/map"][i], cmap="inferno")
-        axes[r, 0].set_ylabel(c, fontsize=8)
-        for a in axes[r]:
-            a.set_xticks([]), a.set_yticks([])
-    for a, t in zip(axes[0], ("image", "ground truth", "MKD map")):
-        a.set_title(t, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    _check_folders(results_dir, out_dir)
+    try:
+        results = load_results(results_dir)
+        if results.runs is None:
+            raise ReportError(f"{results_dir} holds no runs.csv with rows: nothing to report (the existing report "
+                              f"in {out_dir} is left as it is); run the pipeline or `kdad aggregate` first")
+        files = [example_file(p) for p in examples or []]
+        tables = build_tables(results)
+    except ResultsError as err:
+        raise ReportError(str(err)) from err
+
+    out = _Output(out_dir)
+    for t in tables:
+        for name, text in render_table(t).items():
+            out.write(name, text)
+    figures = []
+    for f in build_figures(results, files):
+        buf = io.BytesIO()
+        f.fig.savefig(buf, format="png", dpi=DPI, metadata={"Title": f.name, "Description": f.caption})
+        plt.close(f.fig)
+        rel = f"figures/{f.name}.png"
+        out.write(rel, buf.getvalue())
+        figures.append((rel, f.caption, f.kind))
+    summary = next((t for t in tables if t.kind == "summary"), None)
+    readme = _readme_table(summary, out_dir) if summary is not None else None
+    if readme is not None:
+        out.write("README_TABLE.md", readme)
+    out.write("index.md", _index(results_dir, results, tables, figures,
+                                 None if summary is None else _readme_body(summary)))
+    out.finish()
+    return list(out.written)
+
+
+def _readme_body(table) -> str:
+    from kdad.tables.writer import to_markdown
+
+    return to_markdown(table).replace(f"**{table.name}**: ", "", 1)

