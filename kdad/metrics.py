@@ -359,16 +359,20 @@ def paper_pixel_metric(masks, maps, *, soft_masks=None, size: int = 128, num_thr
     if neg_total <= 0:
         raise ValueError("paper_pixel_metric: the defective images contain no normal pixel")
 
-    opened = _open_grey(amap)
-    pos_sorted = np.sort(opened[gt])
-    neg_sorted = np.sort(opened[~gt])
-    thresholds = np.linspace(0.0, 1.0, num_thresholds)
-    tp = pos_sorted.size - np.searchsorted(pos_sorted, thresholds, side="right")
-    fp = neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="right")
-    fpr = np.concatenate(([0.0], fp / n_neg, [1.0]))
-    tpr = np.concatenate(([0.0], tp / n_pos, [1.0]))
-    order = np.lexsort((tpr, fpr))
-    return float(np.clip(_trapezoid(fpr[order], tpr[order]), 0.0, 1.0))
+    opened = _open_grey(amap).ravel()
+    order = np.argsort(opened, kind="stable")
+    values = opened[order]
+    w_pos = gt.ravel()[order]
+    # weight of the pixels with opened value >= t: suffix sums of the sorted weights
+    suffix_pos = np.concatenate((np.cumsum(w_pos[::-1])[::-1], [0.0]))
+    suffix_neg = np.concatenate((np.cumsum((1.0 - w_pos)[::-1])[::-1], [0.0]))
+    thresholds = np.arange(num_thresholds) / num_thresholds
+    first = np.searchsorted(values, thresholds, side="left")  # first index with value >= t
+    tpr = suffix_pos[first] / pos_total
+    fpr = suffix_neg[first] / neg_total
+    # sklearn.metrics.auc on (fpr, tpr) in threshold order: fpr never increases, so the area is
+    # the negated trapezoid sum
+    return float(-np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) * 0.5))
 
 
 # ---------------------------------------------------------------------------------------------
