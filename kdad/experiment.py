@@ -84,6 +84,7 @@ class ExperimentConfig:
     report_dir: str = "report"
     threads: int = 1                        # torch threads per job (Snakemake's `threads:`)
     device: str = "auto"                    # auto (cuda when available) | cpu | cuda
+    hint_cache_gb: float = 8.0              # cache the expert's hints up to this size per dataset; else per batch
     methods: dict = field(default_factory=lambda: {"mkd": {"method": "mkd"}})
     datasets: dict = field(default_factory=dict)
 
@@ -95,6 +96,8 @@ class ExperimentConfig:
             raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
         if self.threads < 1:
             raise ValueError(f"threads must be ≥ 1, got {self.threads}")
+        if self.hint_cache_gb < 0:
+            raise ValueError(f"hint_cache_gb must be ≥ 0, got {self.hint_cache_gb}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         results, report = Path(self.results_dir).resolve(), Path(self.report_dir).resolve()
@@ -181,7 +184,10 @@ def _check(cfg: ExperimentConfig) -> None:
         for variant in variants(cfg, name):
             method, options = method_options(cfg, name, variant)
             mspec = get_method(method)
-            config = from_dict(mspec.config, options, where=f"config.methods.{variant} (on {name})")
+            try:
+                config = from_dict(mspec.config, options, where=f"config.methods.{variant}")
+            except ConfigError as err:
+                raise ConfigError(f"{err} (with datasets.{name}'s settings applied)") from None
             if mspec.expert_field is not None:
                 _check_expert_size(getattr(config, mspec.expert_field), size, f"{name}/{variant}")
 

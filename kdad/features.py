@@ -1,7 +1,10 @@
-"""The frozen expert's hint activations, computed once per (dataset, expert, input size, normalisation).
+"""The frozen expert's hint activations, computed once per (dataset, draw, expert, input convention).
 
-Stored as one float16 ``.npy`` per (split, hint) in a folder, memory-mapped on load, so every class,
-protocol, seed and ablation variant reads them instead of running the expert again.
+Stored as one float16 ``.npy`` per (split, hint) in a folder and memory-mapped on load, so every
+class, protocol, seed and ablation variant reads them instead of running the expert again; a job
+copies the rows it needs into memory. When the hints of a dataset would take more than the
+config's ``hint_cache_gb`` (CIFAR-10 at 224 px: ~17 GB for Lite0, ~48 GB for VGG16), nothing is
+cached: ``meta.json`` says so and the methods run the expert on each batch instead.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +22,35 @@ import torch
 from kdad.experts import Expert
 
 
+def hint_bytes(expert: Expert, image_size: int, n_images: int, itemsize: int = 2) -> int:
+    """Bytes the float16 hints of ``n_images`` images of side ``image_size`` take."""
+    per_image = sum(h.channels * (image_size // h.stride) ** 2 for h in expert.hints)
+    return per_image * n_images * itemsize
+
+
 @torch.inference_mode()
 def compute_hints(expert: Expert, images: np.ndarray | torch.Tensor, *, normalize: bool = True,
-                  batch: int = 256, dtype=np.float16) -> list[np.ndarray]:
-    """Hints of uint8 ``images`` [N, C, H, W] as numpy arrays [N, C_k, H_k, W_k] (float16 by default)."""
-    images = torch.as_tensor(images)
+                  batch: int = 256, dtype=np.float16,
+                  transform: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+    """Hints of uint8 ``images`` [N, C, H, W] as numpy arrays [N, C_k, H_k, W_k] (float16 by default).
+
+    ``transform`` turns a chunk of stored images into model inputs (the dataset's resize on load)."""
+    n = len(images)
     outs: list[np.ndarray] | None = None
-    for i in range(0, len(images), batch):
-        hints = expert(expert.preprocess(images[i:i + batch], normalize))
+    device = next(expert.parameters()).device
+    for i in range(0, n, batch):
+        chunk = images[i:i + batch]
+        if transform is not None:
+            chunk = transform(np.asarray(chunk))
+        x = torch.as_tensor(np.asarray(chunk) if not isinstance(chunk, torch.Tensor) else chunk).to(device)
+        hints = expert(expert.preprocess(x, normalize))
         if outs is None:
-            outs = [np.empty((len(images), *h.shape[1:]), dtype=dtype) for h in hints]
+            outs = [np.empty((n, *h.shape[1:]), dtype=dtype) for h in hints]
         for out, h in zip(outs, hints):
-            out[i:i + batch] = h.numpy().astype(dtype)
+            out[i:i + batch] = h.cpu().numpy().astype(dtype)
     if outs is None:  # no images: shapes from a dummy forward
-        probe = expert(expert.preprocess(torch.zeros(1, 3, *images.shape[2:], dtype=torch.uint8), normalize))
+        side = images.shape[-1] if transform is None else transform(np.zeros((1, *images.shape[1:]), np.uint8)).shape[-1]
+        probe = expert(expert.preprocess(torch.zeros(1, 3, side, side, dtype=torch.uint8, device=device), normalize))
         outs = [np.empty((0, *h.shape[1:]), dtype=dtype) for h in probe]
     return outs
 
@@ -39,31 +58,56 @@ def compute_hints(expert: Expert, images: np.ndarray | torch.Tensor, *, normaliz
 def save_hint_cache(folder: str | os.PathLike, splits: dict[str, list[np.ndarray]], meta: dict) -> None:
     """Write ``<folder>/<split>_h<k>.npy`` + ``meta.json`` atomically (a temp folder renamed at the end)."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for split, hints in splits.items():
-        for k, h in enumerate(hints):
-            np.save(tmp / f"{split}_h{k}.npy", h)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    try:
+        for split, hints in splits.items():
+            for k, h in enumerate(hints):
+                np.save(tmp / f"{split}_h{k}.npy", h)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_hint_cache(folder: str | os.PathLike, split: str) -> list[np.ndarray]:
-    """Memory-mapped hints of one split, in hint order."""
+def load_hint_cache(folder: str | os.PathLike, split: str) -> list[np.ndarray] | None:
+    """Memory-mapped hints of one split, in hint order; None when the hints were too large to cache."""
     folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        raise FileNotFoundError(f"{folder} holds no readable meta.json; run `kdad features` (the workflow's "
+                                "features step) again") from None
+    if not meta.get("cached", True):
+        return None
     files = sorted(folder.glob(f"{split}_h*.npy"), key=lambda p: int(p.stem.split("_h")[-1]))
     if not files:
         raise FileNotFoundError(f"{folder} holds no hints for split {split!r}; run `kdad features` first")
     return [np.load(f, mmap_mode="r") for f in files]
 
 
-def build_hint_cache(folder, expert: Expert, splits: dict[str, np.ndarray], *, normalize: bool, meta: dict) -> dict:
+def build_hint_cache(folder, expert: Expert, splits: dict[str, np.ndarray], *, normalize: bool, meta: dict,
+                     budget_bytes: float = float("inf"), image_size: int | None = None,
+                     transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Compute and store the hints of every split, or — above ``budget_bytes`` — record that they
+    are not cached."""
     t0 = time.perf_counter()
     n = sum(len(v) for v in splits.values())
-    hints = {name: compute_hints(expert, images, normalize=normalize) for name, images in splits.items()}
+    side = image_size or next(iter(splits.values())).shape[-1]
+    size = hint_bytes(expert, side, n)
+    if size > budget_bytes:
+        meta = {**meta, "images": n, "cached": False, "bytes": size,
+                "reason": f"{size / 2**30:.1f} GiB of hints exceed hint_cache_gb ({budget_bytes / 2**30:.1f} GiB): "
+                          "methods run the expert on each batch"}
+        save_hint_cache(folder, {}, meta)
+        return meta
+    hints = {name: compute_hints(expert, images, normalize=normalize, transform=transform)
+             for name, images in splits.items()}
     seconds = time.perf_counter() - t0
-    meta = {**meta, "images": n, "seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 1)}
+    meta = {**meta, "images": n, "cached": True, "bytes": size, "seconds": round(seconds, 3),
+            "images_per_second": round(n / max(seconds, 1e-9), 1)}
     save_hint_cache(folder, hints, meta)
     return meta

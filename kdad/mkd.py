@@ -162,13 +162,20 @@ class MKD(Detector):
         if isinstance(self.cloner_, Cloner):
             self.cloner_.apply(_reset_parameters)
         self.cloner_.to(self.device)
-        targets = self._targets(images, hints, cfg.train_hints)
+        # cached hints: converted once to float32 on the device; without them (e.g. hints too large to
+        # cache, CIFAR-10 at 224 px) the frozen expert runs on each batch, without autograd
+        targets = self._targets(images, hints, cfg.train_hints) if hints is not None else None
         opt = torch.optim.Adam(self.cloner_.parameters(), lr=cfg.lr)
 
         def step(idx: torch.Tensor) -> torch.Tensor:
-            out = self.cloner_(self.preprocess(images[idx]))
-            dev_idx = idx.to(self.device)
-            return self.loss(out, {h: t[dev_idx] for h, t in targets.items()}, cfg.train_hints).mean()
+            x = self.preprocess(images[idx])
+            if targets is None:
+                with torch.no_grad():
+                    target = self.expert(x)
+            else:
+                dev_idx = idx.to(self.device)
+                target = {h: t[dev_idx] for h, t in targets.items()}
+            return self.loss(self.cloner_(x), target, cfg.train_hints).mean()
 
         self.history_ = train({"cloner": self.cloner_}, opt, step, len(images), epochs=cfg.epochs,
                               batch_size=cfg.batch_size, seed=seed, what=what, checkpoint=checkpoint,

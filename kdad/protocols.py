@@ -44,8 +44,11 @@ def task_categories(spec: DatasetSpec, protocol: str, categories: list[str] | No
     """The category wildcard values a protocol runs: one job per value."""
     if protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if spec.open_categories and not categories:
+        raise ProtocolError(f"{spec.name}: list the categories of your data under datasets.{spec.name}.categories "
+                            "(the names of the category folders)")
     cats = list(categories) if categories else list(spec.categories)
-    unknown = sorted(set(cats) - set(spec.categories))
+    unknown = [] if spec.open_categories else sorted(set(cats) - set(spec.categories))
     if unknown:
         raise ProtocolError(f"{spec.name}: unknown categories {unknown}; known: {list(spec.categories)}")
     if spec.kind == "defect" and protocol == "multi-class" and not spec.pooled:

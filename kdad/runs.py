@@ -49,7 +49,7 @@ def prepare(cfg: ExperimentConfig, dataset: str, draw_name: str = "fixed") -> Pa
         raise ConfigError(f"{dataset}: draw {draw_name!r} does not fit a {'generated' if spec.seeded else 'fixed'} "
                           "dataset (generated sets take 'seed<k>', others 'fixed')")
     req = PrepareRequest(Path(cfg.data_root), image_size(cfg, dataset), Path(d.source) if d.source else None,
-                         seed or 0)
+                         seed or 0, tuple(d.categories) if d.categories else None)
     t0 = time.perf_counter()
     ds = spec.prepare(req)
     out = dataset_file(cfg, dataset, draw_name)
@@ -67,12 +67,19 @@ def features(cfg: ExperimentConfig, dataset: str, draw_name: str, expert_name: s
     expert = build_expert(expert_name, _expert_weights(cfg, dataset, expert_name))
     expert.to(resolve_device(cfg.device))
     folder = features_dir(cfg, dataset, draw_name, expert_name, normalize)
+    spec = get_dataset(dataset)
+    size = image_size(cfg, dataset)
+    transform = (lambda x: spec.resize_on_load(x, size)) if spec.resize_on_load else None
     meta = build_hint_cache(folder, expert, {"train": ds.train.images, "test": ds.test.images},
-                            normalize=normalize, meta={"dataset": dataset, "draw": draw_name, "expert": expert_name,
-                                                       "normalize": normalize,
-                                                       "image_size": int(ds.train.images.shape[-1])})
-    log(f"expert {expert_name} hints for {dataset} ({draw_name}): {meta['images']} images in {meta['seconds']}s "
-        f"({meta['images_per_second']} img/s) → {folder}")
+                            normalize=normalize, budget_bytes=cfg.hint_cache_gb * 2**30, image_size=size,
+                            transform=transform,
+                            meta={"dataset": dataset, "draw": draw_name, "expert": expert_name,
+                                  "normalize": normalize, "image_size": size})
+    if meta["cached"]:
+        log(f"expert {expert_name} hints for {dataset} ({draw_name}): {meta['images']} images in {meta['seconds']}s "
+            f"({meta['images_per_second']} img/s) → {folder}")
+    else:
+        log(f"expert {expert_name} hints for {dataset} ({draw_name}) not cached: {meta['reason']}")
     return folder
 
 
@@ -99,7 +106,9 @@ class _Inputs:
         self.cache = None
         if expert is not None:
             folder = features_dir(cfg, key.dataset, self.draw, *expert)
-            self.cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
+            cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
+            self.cache = cache if all(v is not None for v in cache.values()) else None
+        self.size = image_size(cfg, key.dataset)
 
     def task(self, cfg: ExperimentConfig, key: RunKey, category: str):
         d = cfg.dataset(key.dataset)
@@ -107,7 +116,11 @@ class _Inputs:
                          categories=list(d.categories) if d.categories else None)
 
     def images(self, split: str, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(getattr(self.ds, split).images[rows]))
+        """Model inputs of those rows (resized on load for sets stored smaller than their input)."""
+        images = np.ascontiguousarray(getattr(self.ds, split).images[rows])
+        if self.spec.resize_on_load is not None:
+            images = self.spec.resize_on_load(images, self.size)
+        return torch.from_numpy(np.ascontiguousarray(images))
 
     def hints(self, split: str, rows: np.ndarray):
         if self.cache is None:
@@ -175,7 +188,7 @@ def evaluate(cfg: ExperimentConfig, dataset: str, protocol: str, variant: str, s
     models = model_dir(cfg, key)
     base = {"dataset": dataset, "protocol": protocol, "method": spec.name, "variant": variant,
             "ablation_of": cfg.methods[variant].get("ablation_of") or "", "model": key.model, "seed": seed,
-            "data_seed": data_seed(cfg, dataset, seed), "image_size": int(inputs.ds.train.images.shape[-1])}
+            "data_seed": data_seed(cfg, dataset, seed), "image_size": inputs.size}
     options = {f"opt.{k}": _option_text(v) for k, v in dataclasses.asdict(config).items()}
     where = machine(detector.device)
     out = {"runs": [], "defects": [], "curves": [], "history": []}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kdad.experiment import (dataset_file, draw, draws, dump, expert_of, features_dir, load_config,
                              method_options, model_variant, plan, variants)
+from kdad.config import config_hash
 from kdad.methods import get_method, training_options
 from kdad.experiment import resolved_config
 
@@ -17,12 +18,13 @@ REPORT = Path(CFG.report_dir)
 RUNS = plan(CFG)
 FIRST_SEED = CFG.seeds[0]
 
-# the resolved config every `kdad` command reads; rewritten only when it changes
-CONFIG_JSON = WORK / "config.json"
+# the resolved config every `kdad` command of this invocation reads, named by its content so that
+# another invocation (a dry run with other settings, say) never rewrites the file a job is reading
 _text = dump(CFG)
-if not CONFIG_JSON.exists() or CONFIG_JSON.read_text() != _text:
+CONFIG_JSON = WORK / "configs" / f"{config_hash(_text)}.json"
+if not CONFIG_JSON.exists():
     CONFIG_JSON.parent.mkdir(parents=True, exist_ok=True)
-    _tmp = CONFIG_JSON.with_name(".config.json.tmp")
+    _tmp = CONFIG_JSON.with_name(f".{CONFIG_JSON.name}.{os.getpid()}.tmp")
     _tmp.write_text(_text)
     os.replace(_tmp, CONFIG_JSON)
 

@@ -80,8 +80,10 @@ def test_cifar_from_folder_shapes_and_crop(tmp_path):
     assert spec.image_size == 224 and spec.channels == 3 and len(spec.categories) == 10
     for source in (folder, folder.parent):  # the folder itself or its parent
         ds = spec.prepare(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=source))
-        assert ds.train.images.shape == (20, 3, SIZE, SIZE) and ds.train.images.dtype == np.uint8
-        assert ds.test.images.shape == (3, 3, SIZE, SIZE)
+        # stored at the native 32 px; the model input is made when a job reads the images
+        assert ds.train.images.shape == (20, 3, 32, 32) and ds.train.images.dtype == np.uint8
+        assert ds.test.images.shape == (3, 3, 32, 32)
+        assert spec.resize_on_load(ds.test.images, SIZE).shape == (3, 3, SIZE, SIZE)
         assert ds.train.category.dtype == np.int64 and ds.categories[0] == "airplane" and ds.categories[9] == "truck"
     np.testing.assert_array_equal(ds.train.category[:4], [0, 1, 2, 3])
     np.testing.assert_array_equal(ds.test.category, [5, 6, 7])
@@ -90,7 +92,7 @@ def test_cifar_from_folder_shapes_and_crop(tmp_path):
         raw = pickle.load(f, encoding="bytes")[b"data"].reshape(-1, 3, 32, 32)
     ds32 = spec.prepare(PrepareRequest(root=tmp_path / "root", image_size=32, source=folder))
     expected = extra.resize_images(raw, 37)[:, :, 2:34, 2:34]
-    np.testing.assert_array_equal(ds32.test.images, expected)
+    np.testing.assert_array_equal(spec.resize_on_load(ds32.test.images, 32), expected)
     back = roundtrip(ds, tmp_path)
     np.testing.assert_array_equal(back.train.images, ds.train.images)
 
@@ -102,7 +104,7 @@ def test_cifar_download_verified_and_extracted(tmp_path, monkeypatch):
     root = tmp_path / "root"
     ds = extra.prepare_cifar10(PrepareRequest(root=root, image_size=SIZE))
     assert calls == [extra.CIFAR10_URL]
-    assert ds.train.images.shape == (20, 3, SIZE, SIZE)
+    assert ds.train.images.shape == (20, 3, 32, 32)
     assert (root / "cifar10" / "cifar-10-python.tar.gz").is_file()
     assert not list(root.rglob("*.part"))
     # second run: uses the extracted copy, no network
@@ -115,7 +117,7 @@ def test_cifar_archive_as_source(tmp_path, monkeypatch, offline):
     archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", tmp_path)
     monkeypatch.setattr(extra, "CIFAR10_MD5", md5(archive))
     ds = extra.prepare_cifar10(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=archive))
-    assert ds.test.images.shape == (3, 3, SIZE, SIZE) and offline == []
+    assert ds.test.images.shape == (3, 3, 32, 32) and offline == []
 
 
 def test_cifar_offline_error_says_where_to_put_it(tmp_path, offline):

@@ -24,12 +24,15 @@ class PrepareRequest:
     source: an optional local path (file or folder) given in the config; when set it is used
         instead of any download.
     seed: the seed a generated dataset (``DatasetSpec.seeded``) is drawn from; real datasets ignore it.
+    categories: the categories the config asks for (None: all); a set whose categories are the
+        user's own (``DatasetSpec.open_categories``) reads exactly these.
     """
 
     root: Path
     image_size: int
     source: Path | None = None
     seed: int = 0
+    categories: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class DatasetSpec:
         that class; the one-class protocol then has that single task.
     seeded: the dataset is generated from ``PrepareRequest.seed`` (textures): each run's seed draws
         its own copy, so seeds measure data variance too.
+    open_categories: the categories are whatever the user's data holds (an MVTec-format folder of
+        one's own): the config must list them, and nothing checks them against a fixed list.
+    resize_on_load: for a set whose model input is much larger than its images (CIFAR-10: 32 px
+        stored, 224 px input), ``f(images, image_size)`` that turns stored images into model inputs;
+        the prepared file then keeps the small originals and the workflow resizes what a job reads.
     """
 
     name: str
@@ -60,6 +68,8 @@ class DatasetSpec:
     description: str = ""
     normal_class: str | None = None
     seeded: bool = False
+    open_categories: bool = False
+    resize_on_load: Callable[[object, int], object] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

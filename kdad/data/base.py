@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,7 @@ class PreparedDataset:
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise DatasetError(f"{path}: not a readable prepared dataset ({err}); delete it and prepare again") from err
         splits = {}
         for split in ("train", "test"):
@@ -125,6 +126,7 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

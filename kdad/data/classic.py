@@ -92,11 +92,9 @@ def _verify_idx(path: Path, md5: str, content_sha256: str | None) -> None:
 def _locate(name: str, req: PrepareRequest, md5: dict[str, str], url: str, debian: Path | None,
             content: dict[str, str]) -> Path:
     """Folder holding the four verified idx files, downloading them into the data root if needed."""
-    candidates = [req.source] if req.source is not None else []
-    if debian is not None:
-        candidates.append(debian)
     local = req.root / name
-    candidates.append(local)
+    # a configured source is the only place looked at: falling back to another copy would hide a typo
+    candidates = [req.source] if req.source is not None else [c for c in (debian, local) if c is not None]
     for folder in candidates:
         if folder is not None and all((Path(folder) / f).is_file() for f in FILES):
             for f in FILES:

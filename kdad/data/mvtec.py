@@ -269,7 +269,8 @@ def _extracted(dest: Path) -> bool:
     return marker.is_file() and marker.read_text().strip() == MVTEC_SHA256
 
 
-def prepare_mvtec_ad(req: PrepareRequest, categories: Sequence[str] = MVTEC_CATEGORIES) -> PreparedDataset:
+def prepare_mvtec_ad(req: PrepareRequest) -> PreparedDataset:
+    categories = list(req.categories or MVTEC_CATEGORIES)
     dest = Path(req.root) / MVTEC_DIR
     archive = Path(req.root) / MVTEC_ARCHIVE
     if req.source is not None:
@@ -290,6 +291,43 @@ def prepare_mvtec_ad(req: PrepareRequest, categories: Sequence[str] = MVTEC_CATE
                              channels=3)
 
 
+def prepare_mvtec_folder(req: PrepareRequest) -> PreparedDataset:
+    """Any dataset in MVTec AD's folder layout with its own category names (BTAD, MPDD, one's own
+    data): ``source`` is the folder (or a .tar/.zip archive of it, extracted safely; no checksum —
+    it is the user's own file) and the config lists the categories."""
+    if req.source is None:
+        raise DatasetError("mvtec_folder needs `source:` (a folder in MVTec AD's layout, or an archive of one) "
+                           "in its dataset entry of the config")
+    if not req.categories:
+        raise DatasetError("mvtec_folder needs `categories:` (the names of its category folders) in the config")
+    src = Path(req.source).expanduser()
+    if src.is_dir():
+        folder = src
+    elif src.is_file():
+        folder = Path(req.root) / "mvtec_folder" / src.name.split(".")[0]
+        marker = folder / VERIFIED_MARKER
+        stamp = f"{src.resolve()} {src.stat().st_size} {src.stat().st_mtime_ns}"
+        if not (marker.is_file() and marker.read_text().strip() == stamp):
+            try:
+                safe_extract(src, folder)
+            except DatasetError:
+                raise
+            except Exception as err:
+                raise DatasetError(f"{src}: truncated or corrupt archive ({type(err).__name__}: {err})") from err
+            marker.write_text(stamp + "\n")
+    else:
+        raise DatasetError(f"source {src} does not exist")
+    return load_mvtec_folder(_locate_root(folder, req.categories), req.categories, req.image_size,
+                             name="mvtec_folder")
+
+
+register(DatasetSpec(
+    name="mvtec_folder", kind="defect", categories=(), image_size=128, channels=3, has_masks=True,
+    prepare=prepare_mvtec_folder, open_categories=True,
+    description="any folder in MVTec AD's layout with its own categories (e.g. BTAD, MPDD, your data): "
+                "`source:` and `categories:` in the config",
+))
+
 register(DatasetSpec(
     name="mvtec_ad", kind="defect", categories=MVTEC_CATEGORIES, image_size=128, channels=3, has_masks=True,
     prepare=prepare_mvtec_ad,
@@ -297,4 +335,5 @@ register(DatasetSpec(
                 "CC BY-NC-SA 4.0, download manually from " + MVTEC_HOME,
 ))
 
-__all__ = ["MVTEC_CATEGORIES", "MVTEC_SHA256", "MVTEC_URL", "load_mvtec_folder", "prepare_mvtec_ad", "read_image"]
+__all__ = ["MVTEC_CATEGORIES", "MVTEC_SHA256", "MVTEC_URL", "load_mvtec_folder", "prepare_mvtec_ad",
+           "prepare_mvtec_folder", "read_image"]
