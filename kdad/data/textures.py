@@ -15,37 +15,45 @@ Categories (:data:`TEXTURE_CATEGORIES`), every tile 128 x 128 (:data:`TILE`):
 Train/test split, so that training and test tiles follow the same distribution and no test pixel is
 ever in a training tile:
 
-- textures: the photo is cut into a grid of blocks at least ``BLOCK_FACTOR`` tiles wide; every
-  block is assigned to train or test, and a tile must lie inside the union of its split's blocks.
-  Among all assignments (or 8192 smooth random ones on large grids) that give each side at least
-  35 % of the admissible tile positions and keep at least half of the most any split keeps, the
-  seed picks one of the (up to) 8 whose tile populations match best in mean luma, spread of tile
-  means and mean local (8x8) standard deviation (within 25 % of the best match). Tiles are then drawn
-  uniformly from their split's positions and randomly flipped / rotated by 90 degrees. The
-  population statistics of both splits are recorded in the manifest; :func:`split_statistics`
-  measures them on drawn tiles.
-- ``coins``: disjoint instances: the coins are paired by size and the seed sends one of each pair
-  to train, the other to test.
+- textures: the photo is cut into a grid of blocks at least ``BLOCK_FACTOR`` tiles (64 px) wide;
+  every block goes to train or test, and a tile must lie inside its side's blocks. Candidate
+  assignments are smooth random fields over the blocks cut at their median (8192 of them; every
+  assignment on grids of at most 16 blocks); of those that give each side at least 35 % of the
+  admissible tile positions and keep at least half of the most any candidate keeps, the seed picks
+  one of the (up to) 8 whose two tile populations match best in mean luma, spread of tile means
+  and mean local (8x8) std (within 25 % of the best match). Tiles are drawn uniformly from their
+  side's positions and randomly flipped / rotated by 90 degrees. Both populations' statistics are
+  in the manifest; :func:`split_statistics` compares drawn tiles (:func:`compare_splits`).
+- ``coins``: disjoint instances: the coins are paired by size, one of each pair goes to train, the
+  other to test; of the 2^12 ways the seed picks one of the 8 whose coins match best in mean luma
+  and local std.
 
 Defects imitate MVTec AD's texture categories (:data:`DEFECT_KINDS`): ``scratch`` (thin bright or
-dark line), ``crack`` (dark branching jagged line), ``hole`` (a cut: texture flattened and sunk
-with a shadowed rim), ``stain`` (soft-edged colour / brightness change), ``foreign`` (a patch of
-another category's texture with the host's mean and spread) and ``fold`` (a warped, blurred strip
-with an embossed crease). Difficulty is relative to the local texture and graded in
-:data:`LEVELS` (``easy``, ``medium``, ``subtle``): for each defect a target *relative contrast*
-is drawn from :data:`LEVEL_CONTRAST` and a target area from :data:`LEVEL_AREA` (fraction of the
-tile); the defect's strength is then solved so that the mean absolute change over its mask,
-``mean_mask(mean_channels |defect - clean|)``, equals the target times the *local std* (std of the
-clean tile's 8x8 local variance over the mask dilated by ``LOCAL_RADIUS`` pixels and the channels,
-square-rooted, floored at ``MIN_LOCAL_STD`` grey levels: the texture's own fine-scale noise). Test images are split evenly over kinds x levels; the
-level and the realised relative contrast of each defect are in the manifest, and
-:func:`prepare_textures` fills the test split's ``level``. On ``coins`` defects lie on the coin.
+dark line), ``crack`` (dark branching jagged line; light on a dark host), ``hole`` (a cut: texture
+flattened and sunk with a shadowed rim), ``stain`` (soft-edged colour / brightness change),
+``foreign`` (a patch of another texture category's *test* region, given the host's mean and spread)
+and ``fold`` (a warped, blurred strip with an embossed crease). Each is a soft weight map times a
+change; the mask is ``weight >= MASK_THRESHOLD`` (it holds over 90 % of the change's energy, and
+nothing changes more than a few pixels outside it).
+
+Difficulty is relative to the local texture and graded in :data:`LEVELS` (``easy``, ``medium``,
+``subtle``): each defect draws a target *relative contrast* from :data:`LEVEL_CONTRAST` and a target
+area from :data:`LEVEL_AREA` (fraction of the tile); its strength is then solved (bisection on the
+rounded result) so that the mean absolute change over its mask, ``mean_mask(mean_channels |defect -
+clean|)``, equals the target times the *local std*: the root mean of the clean tile's 8x8 local
+variance over the mask dilated by ``LOCAL_RADIUS`` pixels and the channels, floored at
+``MIN_LOCAL_STD`` grey levels (the texture's own fine-scale noise where the defect sits; on coins,
+over the coin only). Test images are split evenly over kinds x levels (kinds cycle fastest, see
+:func:`defect_plan`); each defect's level, local std, target and realised relative contrast, area,
+strength and shape parameters are in the manifest, and :func:`prepare_textures` fills the test
+split's ``level`` from it in the loader's row order (:func:`read_levels`).
 
 :func:`generate_textures` writes an MVTec-format tree (readable by
 :func:`kdad.data.mvtec.load_mvtec_folder`) plus ``manifest.json`` recording the split, every
 tile's origin and transform, and every defect's parameters. Everything is drawn from the seed
-(each file from its own stream): the same seed gives byte-identical files, another seed other
-splits, tiles and defects.
+(each file from its own stream, so a subset of categories draws the same files): the same seed
+gives byte-identical files (same library versions), another seed other splits, tiles and defects.
+``benchmarks/textures_difficulty.py`` measures how hard each level is for label-free detectors.
 """
 
 from __future__ import annotations
