@@ -40,10 +40,10 @@ Difficulty is relative to the local texture and graded in :data:`LEVELS` (``easy
 ``subtle``): each defect draws a target *relative contrast* from :data:`LEVEL_CONTRAST` and a target
 area from :data:`LEVEL_AREA` (fraction of the tile); its strength is then solved (bisection on the
 rounded result) so that the mean absolute change over its mask, ``mean_mask(mean_channels |defect -
-clean|)``, equals the target times the *local std*: the root mean of the clean tile's 8x8 local
-variance over the mask dilated by ``LOCAL_RADIUS`` pixels and the channels, floored at
-``MIN_LOCAL_STD`` grey levels (the texture's own fine-scale noise where the defect sits; on coins,
-over the coin only). Test images are split evenly over kinds x levels (kinds cycle fastest, see
+clean|)``, equals the target times the *local std*: the square root of the median, over the mask
+dilated by ``LOCAL_RADIUS`` pixels, of the clean tile's 8x8 local variance (mean over channels),
+floored at ``MIN_LOCAL_STD`` grey levels (the texture's typical fine-scale noise where the defect
+sits; on coins, over the coin only). Test images are split evenly over kinds x levels (kinds cycle fastest, see
 :func:`defect_plan`); each defect's level, local std, target and realised relative contrast, area,
 strength and shape parameters are in the manifest, and :func:`prepare_textures` fills the test
 split's ``level`` from it in the loader's row order (:func:`read_levels`).
@@ -90,7 +90,7 @@ N_TRAIN = 200
 N_TEST_GOOD = 60
 N_TEST_DEFECT = 108           # 6 kinds x 3 levels x 6
 # relative contrast (mean |defect - clean| over the mask / local std) and area (fraction of the tile)
-LEVEL_CONTRAST = {"easy": (3.0, 4.5), "medium": (1.6, 2.4), "subtle": (0.9, 1.3)}
+LEVEL_CONTRAST = {"easy": (3.0, 4.5), "medium": (1.7, 2.5), "subtle": (1.0, 1.4)}
 LEVEL_AREA = {"easy": (0.03, 0.07), "medium": (0.015, 0.04), "subtle": (0.01, 0.025)}
 LOCAL_RADIUS = 8              # "local": the defect's mask dilated by this many pixels
 MIN_LOCAL_STD = 5.0           # grey levels; flat texture still gets visible defects
@@ -617,18 +617,20 @@ DEFECTS: dict[str, Callable] = {"scratch": scratch, "crack": crack, "hole": hole
 def local_std(clean: np.ndarray, mask: np.ndarray, region: np.ndarray | None = None
               ) -> tuple[float, np.ndarray, np.ndarray]:
     """The local texture around a defect, over ``mask`` dilated by LOCAL_RADIUS (within
-    ``region``): (sigma, per-channel mean, per-channel std). sigma is the texture's fine-scale
-    variation there: the root mean of the 8x8 local variance over those pixels and the channels,
-    floored at MIN_LOCAL_STD; the per-channel std is the plain std over those pixels."""
+    ``region``): (sigma, per-channel mean, per-channel std). sigma is the texture's typical
+    fine-scale variation there: the square root of the median over those pixels of the 8x8 local
+    variance (mean over channels), floored at MIN_LOCAL_STD. The median, not the mean, so that a
+    few strong edges (brick's mortar, a bright galaxy) do not set the contrast of a defect on the
+    plain surface beside them. The per-channel std is the plain std over those pixels."""
     near = ndimage.distance_transform_edt(~mask) <= LOCAL_RADIUS
     if region is not None:
         near &= region
     near = near if near.any() else mask
     f = clean.astype(np.float64)
     m = ndimage.uniform_filter(f, (8, 8, 0), mode="reflect")
-    var = np.maximum(ndimage.uniform_filter(f * f, (8, 8, 0), mode="reflect") - m * m, 0)
+    var = np.maximum(ndimage.uniform_filter(f * f, (8, 8, 0), mode="reflect") - m * m, 0).mean(axis=2)
     px = f[near]
-    return max(MIN_LOCAL_STD, float(np.sqrt(var[near].mean()))), px.mean(axis=0), px.std(axis=0)
+    return max(MIN_LOCAL_STD, float(np.sqrt(np.median(var[near])))), px.mean(axis=0), px.std(axis=0)
 
 
 def relative_contrast(defective: np.ndarray, clean: np.ndarray, mask: np.ndarray, sigma: float) -> float:
