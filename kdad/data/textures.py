@@ -21,8 +21,10 @@ ever in a training tile:
   assignment on grids of at most 16 blocks); of those that give each side at least 35 % of the
   admissible tile positions and keep at least half of the most any candidate keeps, the seed picks
   one of the (up to) 8 whose two tile populations match best in mean luma, spread of tile means
-  and mean local (8x8) std (within 25 % of the best match). Tiles are drawn uniformly from their
-  side's positions and randomly flipped / rotated by 90 degrees. Both populations' statistics are
+  and mean local (8x8) std (within 25 % of the best match). Tiles are drawn from their side's
+  positions stratified (each set -- train, test good, test defective -- visits the side's 32 px
+  cells in its own random order, so each covers the whole side evenly and the good and defective
+  test sets differ less by chance) and randomly flipped / rotated by 90 degrees. Both populations' statistics are
   in the manifest; :func:`split_statistics` compares drawn tiles (:func:`compare_splits`).
 - ``coins``: disjoint instances: the coins are paired by size, one of each pair goes to train, the
   other to test; of the 2^12 ways the seed picks one of the 8 whose coins match best in mean luma
@@ -276,23 +278,46 @@ def _texture_split(category: str, seed: int, tile: int) -> dict:
              + 0.25 * (1 - usable / usable[ok].max()))
     best = _best(np.where(ok, score, np.inf))
     k = int(best[int(rng.integers(len(best)))])
-    positions = {}
+    positions, cells = {}, {}
+    width = tab["fits"].shape[1]
+    cell_size = max(1, tile // 4)
     for side, pop in ((True, tr), (False, te)):
         full = pop["valid"][k][tab["gy"]][:, tab["gx"]] & tab["fits"]
-        positions["train" if side else "test"] = np.flatnonzero(full)
+        pos = np.flatnonzero(full)
+        y, x = np.divmod(pos, width)
+        cell = (y // cell_size) * (width // cell_size + 1) + x // cell_size
+        order = np.argsort(cell, kind="stable")
+        _, starts, counts = np.unique(cell[order], return_index=True, return_counts=True)
+        name = "train" if side else "test"
+        positions[name], cells[name] = pos[order], (starts, counts)
     stats = {name: {"positions": int(pop["positions"][k]), "mean_luma": round(float(pop["mean"][k]), 3),
                     "sd_tile_mean": round(float(pop["sd"][k]), 3),
                     "local_std": round(float(pop["local_std"][k]), 3)}
              for name, pop in (("train", tr), ("test", te))}
-    return {"assign": assign[k], "positions": positions, "width": tab["fits"].shape[1], "stats": stats,
+    return {"assign": assign[k], "positions": positions, "cells": cells, "width": width, "stats": stats,
             "y_edges": tab["y_edges"], "x_edges": tab["x_edges"], "score": float(score[k])}
 
 
-def _texture_tile(rng: np.random.Generator, category: str, seed: int, tile: int, side: str
-                  ) -> tuple[np.ndarray, dict]:
+@functools.lru_cache(maxsize=256)
+def _cell_order(category: str, seed: int, tile: int, side: str, stream: str) -> np.ndarray:
+    n = len(_texture_split(category, seed, tile)["cells"][side][0])
+    return _rng(seed, category, f"cells-{side}-{stream}").permutation(n)
+
+
+def _texture_tile(rng: np.random.Generator, category: str, seed: int, tile: int, side: str,
+                  stream: str | None = None, index: int = 0) -> tuple[np.ndarray, dict]:
+    """A tile of ``side``: with ``stream``, its ``index``-th tile, stratified (the stream visits the
+    side's cells of tile/4 px, by top-left corner, in its own random order, cycling; the position
+    within the cell is uniform), so every set of tiles covers its side evenly; else uniform."""
     split = _texture_split(category, seed, tile)
     pos = split["positions"][side]
-    p = int(pos[int(rng.integers(len(pos)))])
+    if stream is None:
+        p = int(pos[int(rng.integers(len(pos)))])
+    else:
+        starts, counts = split["cells"][side]
+        order = _cell_order(category, seed, tile, side, stream)
+        c = int(order[index % len(order)])
+        p = int(pos[starts[c] + int(rng.integers(counts[c]))])
     y, x = divmod(p, split["width"])
     rot, flip = int(rng.integers(4)), bool(rng.integers(2))
     return extract_tile(load_photo(category), y, x, tile, rot, flip), {"y": y, "x": x, "rot": rot, "flip": flip}
@@ -744,7 +769,7 @@ def draw_tile(category: str, seed: int, side: str, index: int, stream: str, tile
     if category in OBJECT_CATEGORIES:
         img, origin, alpha = _coin_tile(rng, seed, tile, side, index)
         return img, origin, _object_region(alpha)
-    img, origin = _texture_tile(rng, category, seed, tile, side)
+    img, origin = _texture_tile(rng, category, seed, tile, side, stream, index)
     return img, origin, np.ones((tile, tile), bool)
 
 
