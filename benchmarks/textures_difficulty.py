@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +133,6 @@ def main() -> None:
     if args.report:
         report(pd.read_csv(args.report))
         return
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     rng = np.random.default_rng(0)
     deep = DeepKNN(args.threads) if args.deep else None
 

@@ -21,10 +21,11 @@ ever in a training tile:
   assignment on grids of at most 16 blocks); of those that give each side at least 35 % of the
   admissible tile positions and keep at least half of the most any candidate keeps, the seed picks
   one of the (up to) 8 whose two tile populations match best in mean luma, spread of tile means
-  and mean local (8x8) std (within 25 % of the best match). Tiles are drawn from their side's
-  positions stratified (each set -- train, test good, test defective -- visits the side's 32 px
-  cells in its own random order, so each covers the whole side evenly and the good and defective
-  test sets differ less by chance) and randomly flipped / rotated by 90 degrees. Both populations' statistics are
+  and mean local (8x8) std (within 25 % of the best match). Each set of tiles (train, test good,
+  test defective) takes its positions from a low-discrepancy sequence with a random phase over
+  its side's positions ordered by 32 px cells, so every set covers its side evenly and in
+  proportion (the good and defective test sets differ less by chance than with independent
+  draws); tiles are randomly flipped / rotated by 90 degrees. Both populations' statistics are
   in the manifest; :func:`split_statistics` compares drawn tiles (:func:`compare_splits`).
 - ``coins``: disjoint instances: the coins are paired by size, one of each pair goes to train, the
   other to test; of the 2^12 ways the seed picks one of the 8 whose coins match best in mean luma
@@ -97,7 +98,7 @@ LEVEL_AREA = {"easy": (0.03, 0.07), "medium": (0.015, 0.04), "subtle": (0.01, 0.
 LOCAL_RADIUS = 8              # "local": the defect's mask dilated by this many pixels
 MIN_LOCAL_STD = 5.0           # grey levels; flat texture still gets visible defects
 BLOCK_FACTOR = 0.5            # split-grid blocks are at least this many tiles wide
-MASK_THRESHOLD = 0.2          # the mask: every pixel the defect changes by >= this fraction of its full strength
+MASK_THRESHOLD = 0.1          # the mask: every pixel the defect changes by >= this fraction of its full strength
 MAX_MASK_FRACTION = 0.1       # redraw a defect whose mask covers more of the tile than this
 MIN_MASK_PIXELS = 20          # ... or fewer pixels than this
 _MANIFEST_KEYS = ("generator", "version", "seed", "tile", "n_train", "n_test_good", "n_test_defect",
@@ -278,7 +279,7 @@ def _texture_split(category: str, seed: int, tile: int) -> dict:
              + 0.25 * (1 - usable / usable[ok].max()))
     best = _best(np.where(ok, score, np.inf))
     k = int(best[int(rng.integers(len(best)))])
-    positions, cells = {}, {}
+    positions = {}
     width = tab["fits"].shape[1]
     cell_size = max(1, tile // 4)
     for side, pop in ((True, tr), (False, te)):
@@ -286,38 +287,36 @@ def _texture_split(category: str, seed: int, tile: int) -> dict:
         pos = np.flatnonzero(full)
         y, x = np.divmod(pos, width)
         cell = (y // cell_size) * (width // cell_size + 1) + x // cell_size
-        order = np.argsort(cell, kind="stable")
-        _, starts, counts = np.unique(cell[order], return_index=True, return_counts=True)
-        name = "train" if side else "test"
-        positions[name], cells[name] = pos[order], (starts, counts)
+        positions["train" if side else "test"] = pos[np.argsort(cell, kind="stable")]  # cell by cell
     stats = {name: {"positions": int(pop["positions"][k]), "mean_luma": round(float(pop["mean"][k]), 3),
                     "sd_tile_mean": round(float(pop["sd"][k]), 3),
                     "local_std": round(float(pop["local_std"][k]), 3)}
              for name, pop in (("train", tr), ("test", te))}
-    return {"assign": assign[k], "positions": positions, "cells": cells, "width": width, "stats": stats,
+    return {"assign": assign[k], "positions": positions, "width": width, "stats": stats,
             "y_edges": tab["y_edges"], "x_edges": tab["x_edges"], "score": float(score[k])}
 
 
+_GOLDEN = 0.6180339887498949
+
+
 @functools.lru_cache(maxsize=256)
-def _cell_order(category: str, seed: int, tile: int, side: str, stream: str) -> np.ndarray:
-    n = len(_texture_split(category, seed, tile)["cells"][side][0])
-    return _rng(seed, category, f"cells-{side}-{stream}").permutation(n)
+def _phase(category: str, seed: int, side: str, stream: str) -> float:
+    return float(_rng(seed, category, f"phase-{side}-{stream}").random())
 
 
 def _texture_tile(rng: np.random.Generator, category: str, seed: int, tile: int, side: str,
                   stream: str | None = None, index: int = 0) -> tuple[np.ndarray, dict]:
-    """A tile of ``side``: with ``stream``, its ``index``-th tile, stratified (the stream visits the
-    side's cells of tile/4 px, by top-left corner, in its own random order, cycling; the position
-    within the cell is uniform), so every set of tiles covers its side evenly; else uniform."""
+    """A tile of ``side``: uniform over its positions, or with ``stream`` that stream's
+    ``index``-th tile of a low-discrepancy sequence over the side's positions ordered cell by cell
+    (tile/4 px cells, row-major): every prefix of a stream covers the side evenly and in
+    proportion to its positions."""
     split = _texture_split(category, seed, tile)
     pos = split["positions"][side]
     if stream is None:
         p = int(pos[int(rng.integers(len(pos)))])
     else:
-        starts, counts = split["cells"][side]
-        order = _cell_order(category, seed, tile, side, stream)
-        c = int(order[index % len(order)])
-        p = int(pos[starts[c] + int(rng.integers(counts[c]))])
+        u = (_phase(category, seed, side, stream) + index * _GOLDEN) % 1.0
+        p = int(pos[min(int(u * len(pos)), len(pos) - 1)])
     y, x = divmod(p, split["width"])
     rot, flip = int(rng.integers(4)), bool(rng.integers(2))
     return extract_tile(load_photo(category), y, x, tile, rot, flip), {"y": y, "x": x, "rot": rot, "flip": flip}
@@ -381,11 +380,17 @@ def _coin_split(seed: int) -> dict[str, list[int]]:
     return {"train": sorted(map(int, train[k])), "test": sorted(map(int, test[k]))}
 
 
-def _canonical(coin: int) -> dict:
+def _coin_scale(coin: int, tile: int) -> float:
+    """Photo → tile scale: the median coin gets a radius of 0.34 tile, the others sqrt-compressed
+    around it (sizes differ, but less than on the photo)."""
     median_r = float(np.median([c["r"] for c in _coins()]))
     r = _coins()[coin]["r"]
-    return {"coin": coin, "scale": round(0.34 * TILE * np.sqrt(r / median_r) / r, 6), "angle": 0.0, "flip": False,
-            "dy": 0.0, "dx": 0.0, "gain": 1.0, "offset": 0.0, "noise_seed": 0}
+    return round(0.34 * tile * np.sqrt(r / median_r) / r, 6)
+
+
+def _canonical(coin: int) -> dict:
+    return {"coin": coin, "scale": _coin_scale(coin, TILE), "angle": 0.0, "flip": False, "dy": 0.0, "dx": 0.0,
+            "gain": 1.0, "offset": 0.0, "noise_seed": 0}
 
 
 def render_coin(info: dict, tile: int = TILE) -> tuple[np.ndarray, np.ndarray]:
@@ -421,8 +426,7 @@ def _coin_tile(rng: np.random.Generator, seed: int, tile: int, side: str, index:
     ids = _coin_split(seed)[side]
     order = _rng(seed, "coins", f"order-{side}").permutation(len(ids))  # balanced: each coin in turn
     coin = _coins()[ids[int(order[index % len(ids)])]]
-    median_r = float(np.median([c["r"] for c in _coins()]))
-    info = {"coin": coin["id"], "scale": round(0.34 * tile * np.sqrt(coin["r"] / median_r) / coin["r"], 6),
+    info = {"coin": coin["id"], "scale": _coin_scale(coin["id"], tile),
             "angle": round(float(rng.uniform(0, 360)), 4), "flip": bool(rng.integers(2)),
             "dy": round(float(rng.uniform(-4, 4)), 4), "dx": round(float(rng.uniform(-4, 4)), 4),
             "gain": round(float(rng.uniform(0.9, 1.1)), 4), "offset": round(float(rng.uniform(-6, 6)), 4),
