@@ -620,7 +620,7 @@ def foreign(rng, f, area, room, donor=None):
 def fold(rng, f, area, room, donor=None):
     t = f.shape[0]
     length = float(rng.uniform(0.5, 0.9)) * t
-    width = float(np.clip(area / length, 3, 20))
+    width = float(np.clip(area / length, 3 * t / 128, 20 * t / 128))
     weight = _stroke([_centred_walk(rng, room, length, bend=0.0005)], t, width, soft=2.0)
     amp, blur = float(rng.uniform(1.5, 4.0)), float(rng.uniform(1.5, 3.5))
     noise = ndimage.gaussian_filter(rng.normal(size=(2, t, t)), (0, 8, 8))
