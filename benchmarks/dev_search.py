@@ -54,6 +54,12 @@ STAGES = {
         "deep2": {"score_hints": (2, 3)},
         "direction": {"terms": "direction"},
     },
+    # after "coarse": the expert's own input normalisation was best on the development data
+    "refine": {
+        "normalized": {"normalize": True},
+        "normalized-lam0.1": {"normalize": True, "lam": 0.1},
+        "normalized-all4": {"normalize": True, "score_hints": (0, 1, 2, 3)},
+    },
 }
 
 
@@ -88,6 +94,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default="resources/data")
     ap.add_argument("--out", default="results/dev_search.csv")
+    ap.add_argument("--checkpoints", default=None, help="folder for the training checkpoints (kept between calls, "
+                                                         "so a later call with more epochs continues the runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     settings = STAGES[args.stage]
@@ -98,13 +106,19 @@ def main() -> None:
     expert = build_expert("efficientnet_lite0")
     hint_cache: dict = {}
     source = fmnist_dev if args.data == "fmnist-dev" else mnist5k_dev
-    tmp = Path(tempfile.mkdtemp(prefix="kdad-dev-"))
+    tmp = Path(args.checkpoints) if args.checkpoints else Path(tempfile.mkdtemp(prefix="kdad-dev-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     for cls, x, train, val, labels in source(Path(args.root), args.classes):
         for name, change in settings.items():
             cfg = MKDConfig(**{**BASE, **change, "epochs": max(args.epochs)})
             for seed in args.seeds:
                 key = dict(data=args.data, setting=name, category=cls, seed=seed)
-                if len(done) and (done[list(key)].astype(str) == pd.Series(key).astype(str)).all(1).any():
+                have = set()
+                if len(done):
+                    mine = (done[list(key)].astype(str) == pd.Series(key).astype(str)).all(1)
+                    have = set(done.loc[mine, "epoch"].astype(int))
+                todo = [e for e in sorted(args.epochs) if e not in have]
+                if not todo:
                     continue
                 norm = cfg.normalize
                 if norm not in hint_cache:
@@ -122,18 +136,25 @@ def main() -> None:
                     train_imgs, test_imgs = torch.from_numpy(x[train]), torch.from_numpy(x[val])
                     train_h = [h[train] for h in hints]
                     test_h = [h[val] for h in hints]
-                ckpt = tmp / f"{name}-{cls}-{seed}.pt"
+                ckpt = tmp / f"{args.data}-{name}-{cls}-{seed}.pt"
                 rows = []
-                for e in sorted(args.epochs):
+                for e in todo:
                     model = MKD(dataclasses.replace(cfg, epochs=e), expert=expert)
                     t0 = time.perf_counter()
                     model.fit(train_imgs, seed=seed, hints=train_h, checkpoint=ckpt)
                     secs = time.perf_counter() - t0
                     auc = image_auroc(labels, model.score(test_imgs, hints=test_h))
+                    opts = {f"opt.{k}": str(v) for k, v in change.items()}
                     rows.append({**key, "epoch": e, "auroc": auc, "seconds": secs,
-                                 "loss": model.history_[-1]["loss"], **{f"opt.{k}": str(v) for k, v in change.items()}})
+                                 "loss": model.history_[-1]["loss"], **opts})
+                    # the same weights with BatchNorm statistics re-estimated over the training set
+                    # (kdad's bn_recalibrate option, applied after training)
+                    model.recalibrate_batchnorm(train_imgs, cfg.batch_size)
+                    auc_bn = image_auroc(labels, model.score(test_imgs, hints=test_h))
+                    rows.append({**key, "setting": f"{name}+bnrecal", "epoch": e, "auroc": auc_bn, "seconds": secs,
+                                 "loss": model.history_[-1]["loss"], **opts, "opt.bn_recalibrate": "True"})
                     print(f"{args.data} {name} class {cls} seed {seed} epoch {e}: AUROC {auc:.4f} "
-                          f"({secs:.0f}s)", flush=True)
+                          f"(BN re-estimated: {auc_bn:.4f}; {secs:.0f}s)", flush=True)
                 done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 tmpfile = out.with_suffix(".tmp")

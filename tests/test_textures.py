@@ -1,4 +1,5 @@
-"""The generated textures set: determinism, disjoint regions, defect masks, subtle cases, prepare()."""
+"""The generated textures set: determinism, disjoint train/test, matched statistics, masks where the
+defects are, graded levels, loader alignment, prepare()."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from scipy import ndimage
 from kdad.data import DATASETS, PrepareRequest, PreparedDataset
 from kdad.data import textures
 from kdad.data.base import DatasetError
-from kdad.data.mvtec import load_mvtec_folder
-from kdad.data.textures import (DEFECT_KINDS, TEXTURE_CATEGORIES, extract_tile, generate_textures, load_photo,
-                                prepare_textures)
+from kdad.data.mvtec import _category_files, load_mvtec_folder
+from kdad.data.textures import (DEFECT_KINDS, LEVEL_CONTRAST, LEVELS, OBJECT_CATEGORIES, TEXTURE_CATEGORIES,
+                                clean_tile, defect_region, generate_textures, local_std, prepare_textures,
+                                read_levels, relative_contrast, split_statistics)
 
-SMALL = dict(tile=128, n_train=5, n_test_good=3, n_test_defect=12)  # 2 defects of each kind
+# one defective image per kind x level
+SMALL = dict(tile=128, n_train=4, n_test_good=2, n_test_defect=len(DEFECT_KINDS) * len(LEVELS))
+SUBSET = ("gravel", "tissue", "coins")  # gray texture, colour texture, object
 
 
 def tree_hash(folder: Path) -> dict[str, str]:
@@ -38,89 +42,172 @@ def _png(path: Path) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
+def _mask(a: Path, cat: str, rel: str) -> np.ndarray:
+    return np.asarray(Image.open(a / cat / rel.replace("test/", "ground_truth/").replace(".png", "_mask.png")))
+
+
 def test_same_seed_same_bytes_other_seed_differs(gen):
     base, a, _ = gen
-    b = generate_textures(base / "b", seed=3, **SMALL)
-    c = generate_textures(base / "c", seed=4, **SMALL)
+    b = generate_textures(base / "b", seed=3, categories=SUBSET, **SMALL)
+    c = generate_textures(base / "c", seed=4, categories=SUBSET, **SMALL)
     ha, hb, hc = tree_hash(a), tree_hash(b), tree_hash(c)
+    ha = {k: v for k, v in ha.items() if k.split("/")[0] in SUBSET}  # a subset draws the same files
+    hb.pop("manifest.json"), hc.pop("manifest.json")
     assert ha == hb
     assert ha.keys() == hc.keys()
     differing = [k for k in ha if ha[k] != hc[k]]
     assert len(differing) > 0.9 * len(ha)
     assert not list(base.glob("*.partial*"))
+    # the split itself depends on the seed too
+    m3 = json.loads((b / "manifest.json").read_text())["photos"]
+    m4 = json.loads((c / "manifest.json").read_text())["photos"]
+    assert m3["coins"]["split"]["train"] != m4["coins"]["split"]["train"]
 
 
-def test_tree_layout(gen):
+def test_tree_layout_every_kind_at_every_level(gen):
     _, a, manifest = gen
+    assert manifest["seed"] == 3 and manifest["kinds"] == list(DEFECT_KINDS) and manifest["levels"] == list(LEVELS)
+    assert manifest["version"] == textures.GENERATOR_VERSION == 2
     for cat in TEXTURE_CATEGORIES:
-        assert len(list((a / cat / "train/good").glob("*.png"))) == 5
-        assert len(list((a / cat / "test/good").glob("*.png"))) == 3
-        for kind in DEFECT_KINDS:  # every kind in every category, equal shares
+        assert len(list((a / cat / "train/good").glob("*.png"))) == 4
+        assert len(list((a / cat / "test/good").glob("*.png"))) == 2
+        for kind in DEFECT_KINDS:  # equal shares
             imgs = sorted((a / cat / "test" / kind).glob("*.png"))
-            assert [p.name for p in imgs] == ["000.png", "001.png"]
+            assert [p.name for p in imgs] == ["000.png", "001.png", "002.png"]
             assert all((a / cat / "ground_truth" / kind / f"{p.stem}_mask.png").is_file() for p in imgs)
         assert not (a / cat / "ground_truth/good").exists()
-    assert manifest["seed"] == 3 and manifest["kinds"] == list(DEFECT_KINDS)
+        files = manifest["photos"][cat]["files"]
+        combos = sorted((i["kind"], i["level"]) for i in files.values() if "kind" in i)
+        assert combos == sorted((k, lv) for k in DEFECT_KINDS for lv in LEVELS)
+        for img in (a / cat).rglob("*.png"):
+            assert Image.open(img).size == (128, 128)
 
 
-def test_train_and_test_regions_are_disjoint(gen):
+def _footprint(shape: tuple[int, int], info: dict, tile: int) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[info["y"]:info["y"] + tile, info["x"]:info["x"] + tile] = True
+    return m
+
+
+def test_train_and_test_never_share_pixels(gen):
     _, a, manifest = gen
     tile = manifest["tile"]
     for cat in TEXTURE_CATEGORIES:
         rec = manifest["photos"][cat]
-        boundary = rec["train_rows"][1]
-        assert rec["test_rows"][0] == boundary
-        photo = load_photo(cat)
+        if cat in OBJECT_CATEGORIES:  # disjoint instances
+            split = rec["split"]
+            assert not set(split["train"]) & set(split["test"])
+            assert len(split["train"]) == len(split["test"]) == len(split["instances"]) // 2
+            for rel, info in rec["files"].items():
+                assert info["coin"] in split[info["split"]], rel
+            continue
+        shape = (rec["height"], rec["width"])
+        ye, xe, blocks = rec["split"]["y_edges"], rec["split"]["x_edges"], np.array(rec["split"]["train_blocks"])
+        side_of_pixel = np.repeat(np.repeat(blocks, np.diff(ye), axis=0), np.diff(xe), axis=1).astype(bool)
+        cover = {"train": np.zeros(shape, bool), "test": np.zeros(shape, bool)}
         for rel, info in rec["files"].items():
-            if info["split"] == "train":
-                assert 0 <= info["y"] and info["y"] + tile <= boundary, rel
-            else:
-                assert boundary <= info["y"] and info["y"] + tile <= rec["height"], rel
-            if "kind" not in info:  # normal tiles are exactly the recorded crop
-                assert (_png(a / cat / rel) == extract_tile(photo, info["y"], info["x"], tile, info["rot"],
-                                                            info["flip"])).all(), rel
+            fp = _footprint(shape, info, tile)
+            cover[info["split"]] |= fp
+            # every tile lies inside its side's blocks
+            assert (side_of_pixel[fp] == (info["split"] == "train")).all(), rel
+            if "donor" in info:  # a foreign patch comes from the donor photo's test blocks
+                drec = manifest["photos"].get(info["donor"])
+                if drec is not None:
+                    dblocks = np.array(drec["split"]["train_blocks"])
+                    dside = np.repeat(np.repeat(dblocks, np.diff(drec["split"]["y_edges"]), axis=0),
+                                      np.diff(drec["split"]["x_edges"]), axis=1).astype(bool)
+                    dfp = _footprint(dside.shape, info["donor_origin"], tile)
+                    assert not dside[dfp].any(), rel
+        assert not (cover["train"] & cover["test"]).any(), cat
 
 
-def test_defect_masks_and_subtle_cases(gen):
+def test_good_tiles_are_their_recorded_crop(gen):
     _, a, manifest = gen
-    tile = manifest["tile"]
-    changes = []
     for cat in TEXTURE_CATEGORIES:
-        photo = load_photo(cat)
+        for rel, info in manifest["photos"][cat]["files"].items():
+            if "kind" not in info:
+                assert (_png(a / cat / rel) == clean_tile(cat, info)).all(), rel
+
+
+def test_masks_are_where_the_defects_are_and_levels_hold(gen):
+    _, a, manifest = gen
+    by_level = {lv: [] for lv in LEVELS}
+    for cat in TEXTURE_CATEGORIES:
         for rel, info in manifest["photos"][cat]["files"].items():
             if "kind" not in info:
                 continue
-            img = _png(a / cat / rel).astype(int)
-            mask = np.asarray(Image.open(a / cat / rel.replace("test/", "ground_truth/").replace(".png", "_mask.png")))
+            img = _png(a / cat / rel)
+            mask = _mask(a, cat, rel)
             assert set(np.unique(mask)) <= {0, 255}
             m = mask > 0
-            assert 0 < m.sum() < 0.25 * tile * tile, rel
-            assert m.sum() == info["mask_pixels"]
-            orig = extract_tile(photo, info["y"], info["x"], tile, info["rot"], info["flip"]).astype(int)
-            diff = np.abs(img - orig).mean(axis=2)
-            # nothing changes away from the mask (soft edges reach at most a few pixels out)
-            near = ndimage.binary_dilation(m, iterations=4)
-            assert (diff[~near] == 0).all(), rel
-            assert diff[m].mean() > 0, rel
-            changes.append((info["kind"], diff[m].mean()))
-    subtle = [k for k, c in changes if c < 15]
-    assert len(subtle) >= 3, changes
-    assert max(c for _, c in changes) > 30  # and some obvious ones
+            assert 0 < m.sum() <= textures.MAX_MASK_FRACTION * m.size and m.sum() == info["mask_pixels"], rel
+            clean = clean_tile(cat, info)
+            diff = np.abs(img.astype(float) - clean).mean(axis=2)
+            # nothing changes away from the mask (soft edges reach a few pixels out) ...
+            assert (diff[~ndimage.binary_dilation(m, iterations=4)] == 0).all(), rel
+            # ... and the mask holds most of the change
+            assert (diff[m] ** 2).sum() >= 0.9 * (diff ** 2).sum(), rel
+            region = defect_region(cat, info)
+            assert region[m].all(), rel  # on the coin
+            # the recorded contrast, recomputed from the files, and inside its level's range
+            sigma, _, _ = local_std(clean, m, region)
+            rc = relative_contrast(img, clean, m, sigma)
+            assert sigma == pytest.approx(info["local_std"], abs=1e-3) and rc == pytest.approx(info["rel_contrast"],
+                                                                                             abs=1e-3), rel
+            lo, hi = LEVEL_CONTRAST[info["level"]]
+            assert lo * 0.97 <= rc <= hi * 1.03, (rel, info["level"], rc)
+            by_level[info["level"]].append(info["abs_contrast"])
+    means = [np.mean(by_level[lv]) for lv in LEVELS]
+    assert means[0] > means[1] > means[2] > 5  # easy > medium > subtle, subtle still several grey levels
 
 
-def test_loads_as_defect_set(gen):
-    _, a, _ = gen
-    ds = load_mvtec_folder(a, TEXTURE_CATEGORIES, 64, name="textures", mask_size=128)
-    assert ds.train.images.shape == (20, 3, 64, 64)  # gray categories repeated next to RGB tissue
-    assert ds.test.masks.shape == (60, 128, 128)
+@pytest.mark.parametrize("category", TEXTURE_CATEGORIES)
+def test_train_and_test_tiles_have_the_same_statistics(category):
+    """Train and test tiles drawn as the generator draws them: equal mean luma (within half the sd
+    of tile means), local std (within 10 %) and luma histograms (percentiles within 0.25 pixel sd)."""
+    s = split_statistics(category, seed=0, n=100)
+    assert abs(s["mean_effect"]) <= 0.5, s
+    assert 0.9 <= s["local_std_ratio"] <= 1.1, s
+    assert s["hist_w1"] <= 0.25, s
+
+
+def test_population_statistics_in_the_manifest_match(gen):
+    _, _, manifest = gen
+    for cat in TEXTURE_CATEGORIES:
+        if cat in OBJECT_CATEGORIES:
+            continue
+        pop = manifest["photos"][cat]["split"]["population"]
+        tr, te = pop["train"], pop["test"]
+        assert min(tr["positions"], te["positions"]) > 10_000, cat  # many distinct tiles on each side
+        assert abs(tr["mean_luma"] - te["mean_luma"]) <= 0.25 * max(tr["sd_tile_mean"], te["sd_tile_mean"]), cat
+        assert 0.93 <= tr["local_std"] / te["local_std"] <= 1.07, cat
+
+
+def test_loader_reads_the_tree_with_levels_aligned(gen):
+    _, a, manifest = gen
+    ds = load_mvtec_folder(a, TEXTURE_CATEGORIES, 128, name="textures", mask_size=128, channels=3)
+    n_cat = len(TEXTURE_CATEGORIES)
+    assert ds.train.images.shape == (4 * n_cat, 3, 128, 128)  # gray categories repeated next to RGB ones
+    assert ds.test.masks.shape == (20 * n_cat, 128, 128)
     assert not ds.test.masks[~ds.test.anomalous].any()
     assert all(m.any() for m in ds.test.masks[ds.test.anomalous])
-    assert set(ds.test.defect[ds.test.anomalous]) == set(DEFECT_KINDS)
+    levels = read_levels(a, TEXTURE_CATEGORIES)
+    assert levels.shape == (len(ds.test),)
+    assert ((levels == "") == ~ds.test.anomalous).all()
+    rows = [(c, p, d) for c in TEXTURE_CATEGORIES for p, d, _ in _category_files(a, c)[1]]
+    for i, (cat, path, defect) in enumerate(rows):  # row i is that file, with that file's level
+        img = _png(path)
+        assert (ds.test.images[i] == np.repeat(img, 3 // img.shape[2], axis=2).transpose(2, 0, 1)).all()
+        assert ds.test.defect[i] == defect and TEXTURE_CATEGORIES[ds.test.category[i]] == cat
+        info = manifest["photos"][cat]["files"][f"test/{defect}/{path.name}"]
+        assert levels[i] == info.get("level", "")
+        if defect != "good":
+            assert (ds.test.masks[i] == (_mask(a, cat, f"test/{defect}/{path.name}") > 0)).all()
 
 
 def test_existing_tree_is_reused_or_replaced(tmp_path):
     out = tmp_path / "t"
-    small = dict(tile=128, n_train=2, n_test_good=1, n_test_defect=6, categories=("brick", "tissue"))
+    small = dict(tile=128, n_train=2, n_test_good=1, n_test_defect=6, categories=("brick", "coins"))
     generate_textures(out, seed=0, **small)
     stamp = (out / "manifest.json").stat().st_mtime_ns
     before = tree_hash(out)
@@ -137,27 +224,27 @@ def test_existing_tree_is_reused_or_replaced(tmp_path):
     assert (other / "notes.txt").read_text() == "keep me"
 
 
-def test_category_subset_draws_the_same_tiles(tmp_path):
-    small = dict(tile=128, n_train=2, n_test_good=1, n_test_defect=0)
-    a = generate_textures(tmp_path / "a", seed=5, categories=("brick", "grass"), **small)
-    b = generate_textures(tmp_path / "b", seed=5, categories=("grass",), **small)
-    assert (a / "grass/train/good/000.png").read_bytes() == (b / "grass/train/good/000.png").read_bytes()
-
-
 def test_prepare(tmp_path, monkeypatch):
     spec = DATASETS.get("textures")
     assert spec.kind == "defect" and spec.categories == TEXTURE_CATEGORIES and spec.channels == 3
     assert spec.image_size == 128 and spec.has_masks
-    monkeypatch.setattr(textures, "N_TRAIN", 4)
-    monkeypatch.setattr(textures, "N_TEST_GOOD", 2)
+    assert len(TEXTURE_CATEGORIES) == 7 and OBJECT_CATEGORIES == ("coins",)
+    monkeypatch.setattr(textures, "N_TRAIN", 2)
+    monkeypatch.setattr(textures, "N_TEST_GOOD", 1)
     monkeypatch.setattr(textures, "N_TEST_DEFECT", 6)
     ds = prepare_textures(PrepareRequest(root=tmp_path, image_size=64, seed=7))
+    n = len(TEXTURE_CATEGORIES)
     assert isinstance(ds, PreparedDataset) and ds.kind == "defect" and ds.name == "textures"
     assert ds.categories == list(TEXTURE_CATEGORIES)
-    assert ds.train.images.shape == (16, 3, 64, 64) and not ds.train.anomalous.any()
-    assert ds.test.images.shape == (32, 3, 64, 64) and ds.test.masks.shape == (32, 128, 128)
-    assert ds.test.anomalous.sum() == 24 and set(np.unique(ds.test.masks)) <= {0, 1}
-    assert (tmp_path / "textures-seed7-tile128" / "manifest.json").is_file()
+    assert ds.train.images.shape == (2 * n, 3, 64, 64) and not ds.train.anomalous.any()
+    assert ds.test.images.shape == (7 * n, 3, 64, 64) and ds.test.masks.shape == (7 * n, 128, 128)
+    assert ds.test.anomalous.sum() == 6 * n and set(np.unique(ds.test.masks)) <= {0, 1}
+    assert (ds.test.level[ds.test.anomalous] == "easy").all() and (ds.test.level[~ds.test.anomalous] == "").all()
+    assert (ds.train.level == "").all()
+    folder = tmp_path / "textures-seed7-tile128"
+    assert (folder / "manifest.json").is_file() and (ds.test.level == read_levels(folder, TEXTURE_CATEGORIES)).all()
+    assert ds.meta["generator_version"] == textures.GENERATOR_VERSION
     path = tmp_path / "textures.npz"
     ds.save(path)
-    assert PreparedDataset.load(path).test.masks.sum() == ds.test.masks.sum()
+    back = PreparedDataset.load(path)
+    assert back.test.masks.sum() == ds.test.masks.sum() and (back.test.level == ds.test.level).all()
