@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines._common import check_images, cpu_state, pixels01, require, run_name, seed_everything
-from kdad.methods import Detector, MethodSpec, register_method, resume_fingerprint
+from baselines._common import Baseline, check_images, cpu_state, pixels01, require, run_name, seed_everything
+from kdad.methods import MethodSpec, register_method, resume_fingerprint
 from kdad.training import train
 
 ARCHITECTURES = {"mnist": ((8, 4), 32), "cifar": ((32, 64, 128), 128)}
@@ -109,7 +109,7 @@ class Decoder(nn.Module):
         return self.deconv(F.leaky_relu(self.fc(z), 0.01).view(-1, *self.shape))
 
 
-class DeepSVDD(Detector):
+class DeepSVDD(Baseline):
     name = "deep_svdd"
 
     def _optimiser(self, params, lr: float):
@@ -206,12 +206,6 @@ class DeepSVDD(Detector):
         self.net_.eval()
         d = [self._distance(x[i:i + batch].to(self.device)).cpu() for i in range(0, len(x), batch)]
         return (torch.cat(d) if d else torch.zeros(0)).double().numpy()
-
-    def to(self, device) -> "DeepSVDD":
-        super().to(device)
-        if isinstance(getattr(self, "center_", None), torch.Tensor):
-            self.center_ = self.center_.to(self.device)
-        return self
 
     # the network is stored as a state dict (not a pickled module); its shape comes from arch_/shape_
     def fitted_state(self) -> dict:

@@ -39,8 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines._common import ExpertHints, check_images, chunked_min_dist, gaussian_blur, require, seed_everything
-from kdad.methods import Detector, MethodSpec, evaluation_field, register_method
+from baselines._common import (Baseline, ExpertHints, check_images, chunked_min_dist, gaussian_blur, require,
+                               seed_everything)
+from kdad.methods import MethodSpec, evaluation_field, register_method
 
 AGGREGATIONS = ("anomalib", "valid")
 UPSAMPLING = ("nearest", "bilinear")
@@ -90,7 +91,7 @@ def greedy_coreset(x: torch.Tensor, k: int, start: int) -> torch.Tensor:
     return chosen
 
 
-class PatchCore(Detector):
+class PatchCore(Baseline):
     def __init__(self, config: PatchCoreConfig) -> None:
         super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)
@@ -160,15 +161,6 @@ class PatchCore(Detector):
         maps = maps.cpu().numpy().astype(np.float32)
         # anomalib's Gaussian: radius 4σ, borders mirrored without repeating the edge (scipy's "mirror")
         return gaussian_blur(maps, self.config.blur_sigma, mode="mirror").astype(np.float32)
-
-    def to(self, device) -> "PatchCore":
-        super().to(device)
-        if isinstance(getattr(self, "bank_", None), torch.Tensor):
-            self.bank_ = self.bank_.to(self.device)
-        return self
-
-    def fitted_state(self) -> dict:
-        return {"bank_": self.bank_.cpu(), "history_": self.history_}
 
     def score(self, images: torch.Tensor, *, hints=None) -> np.ndarray:
         return self._distances(check_images(images), hints)[1].double().cpu().numpy()

@@ -402,3 +402,59 @@ def test_stfpm_student_trains_and_teacher_stays_frozen(data):
     assert det.history_[-1]["loss"] < det.history_[0]["loss"]
     assert all(p.requires_grad for p in det.student_.parameters())
     assert not any(p.requires_grad for p in det._hints.expert.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# numerical stability on realistic data: real Lite0 features of Fashion-MNIST
+# ---------------------------------------------------------------------------------------------
+
+EXPERT_FEATURES = {"features": "expert"}
+STABILITY_CASES = [
+    ("ocsvm", {}), ("ocsvm", EXPERT_FEATURES), ("kde", {}), ("kde", EXPERT_FEATURES),
+    ("iforest", {}), ("iforest", EXPERT_FEATURES), ("knn", {}), ("patchcore", {}),
+    # trained ones: few epochs on 200 images (the test's time); their budgets are in their docstrings
+    ("ae_l2", {"epochs": 5}), ("ae_ssim", {"epochs": 5}), ("deep_svdd", {"pretrain_epochs": 5, "epochs": 5}),
+    ("stfpm", {"epochs": 3}),
+]
+
+
+@pytest.fixture(scope="module")
+def fashion_lite0(tmp_path_factory):
+    """200 training images of T-shirt/top, 100 normal + 100 anomalous test images of Fashion-MNIST at
+    32 px (Debian's copy), with the ImageNet Lite0 expert's float16 hints (as the cache holds them)."""
+    from kdad.data import PrepareRequest, get_dataset
+    from kdad.data.base import DatasetError
+    from kdad.experts import WeightsError
+
+    try:
+        ds = get_dataset("fashion_mnist").prepare(PrepareRequest(tmp_path_factory.mktemp("data"), 32))
+        expert = build_expert("efficientnet_lite0")
+    except (DatasetError, WeightsError) as err:
+        pytest.skip(f"real data or weights missing: {err}")
+    rng = np.random.default_rng(0)
+    train = rng.choice(np.flatnonzero(ds.train.category == 0), 200, replace=False)
+    test = np.r_[rng.choice(np.flatnonzero(ds.test.category == 0), 100, replace=False),
+                 rng.choice(np.flatnonzero(ds.test.category != 0), 100, replace=False)]
+    out = {"train": torch.from_numpy(ds.train.images[np.sort(train)]), "test": torch.from_numpy(ds.test.images[test]),
+           "labels": np.r_[np.zeros(100), np.ones(100)]}
+    out["train_hints"] = [torch.from_numpy(h) for h in compute_hints(expert, out["train"])]
+    out["test_hints"] = [torch.from_numpy(h) for h in compute_hints(expert, out["test"])]
+    return out
+
+
+def test_stability_cases_cover_every_baseline():
+    assert {name for name, _ in STABILITY_CASES} == set(BASELINES)
+
+
+@pytest.mark.parametrize("name, options", STABILITY_CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o in STABILITY_CASES])
+def test_float16_perturbation_stability(name, options, fashion_lite0):
+    """Refitting and rescoring on features perturbed at float16 precision moves image AUROC by < 0.5
+    points (two machines' rounding differences must not decide a comparison)."""
+    from stability import float16_perturbation_gap
+
+    d = fashion_lite0
+    clean, gap = float16_perturbation_gap(name, options, d["train"], d["test"], d["labels"],
+                                          train_hints=d["train_hints"], test_hints=d["test_hints"])
+    assert clean > 55, f"{name} {options}: AUROC {clean:.1f} — the setting itself is broken"
+    assert gap < 0.5, f"{name} {options}: AUROC {clean:.2f} moved by {gap:.2f} points"
