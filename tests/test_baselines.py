@@ -126,7 +126,7 @@ def test_defaults_follow_the_papers():
     assert (cfg("ocsvm").nu, cfg("ocsvm").gamma) == (0.1, "scale")
     assert (cfg("iforest").n_estimators, cfg("iforest").max_samples) == (100, 256)
     assert cfg("knn").k == 2
-    assert (cfg("deep_svdd").lr, cfg("deep_svdd").weight_decay, cfg("deep_svdd").pretrain_epochs) == (1e-4, 1e-6, 20)
+    assert (cfg("deep_svdd").lr, cfg("deep_svdd").weight_decay, cfg("deep_svdd").pretrain_epochs) == (1e-3, 1e-6, 30)
     stfpm = cfg("stfpm")
     assert (stfpm.lr, stfpm.momentum, stfpm.weight_decay, stfpm.hint_indices) == (0.4, 0.9, 1e-4, (0, 1, 2))
     pc = cfg("patchcore")
