@@ -21,7 +21,9 @@ What is the same on both sides:
 * layers: PatchCore ``blocks.2``, ``blocks.4`` (kdad hints 1, 2: strides 8, 16); STFPM
   ``blocks.1``, ``blocks.2``, ``blocks.4`` (hints 0, 1, 2: strides 4, 8, 16);
 * PatchCore: anomalib's defaults (coreset ratio 0.1, 9 neighbours for the reweighting, σ = 4
-  blur) against kdad's defaults;
+  blur) against kdad's defaults; the coreset is drawn at random on both sides (anomalib: its
+  sparse projection and first centre from torch's and numpy's global generators, seeded here), so
+  both run ``--patchcore-seeds`` draws and the rows give the mean and [min, max];
 * STFPM: anomalib's model, loss (summed over the batch) and optimiser (SGD lr 0.4, momentum 0.9,
   weight decay 1e-3) for ``--stfpm-epochs`` epochs of batches of 32 (anomalib's Folder default),
   against kdad's ``stfpm`` with ``weight_decay: 0.001`` (anomalib's; kdad's default is the paper's
@@ -57,8 +59,9 @@ from kdad.metrics import image_auroc, pixel_auroc
 ARCH = "tf_efficientnet_lite0"
 PATCHCORE_LAYERS = ("blocks.2", "blocks.4")
 STFPM_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
-FIELDS = ["category", "method", "metric", "kdad", "anomalib", "difference", "within_tolerance", "image_size",
-          "train_images", "test_images", "stfpm_epochs", "seed", "kdad_seconds", "anomalib_seconds", "note"]
+FIELDS = ["category", "method", "metric", "kdad", "anomalib", "difference", "within_tolerance", "kdad_min", "kdad_max",
+          "anomalib_min", "anomalib_max", "seeds", "image_size", "train_images", "test_images", "stfpm_epochs",
+          "kdad_seconds", "anomalib_seconds", "note"]
 
 
 def log(msg: str) -> None:
@@ -195,30 +198,40 @@ def check_category(folder: Path, category: str, args) -> list[dict]:
     train_hints = [torch.from_numpy(h) for h in compute_hints(expert, train, normalize=True)]
     test_hints = [torch.from_numpy(h) for h in compute_hints(expert, test, normalize=True)]
     base = {"category": category, "image_size": args.image_size, "train_images": len(train),
-            "test_images": len(test), "seed": args.seed}
+            "test_images": len(test)}
     rows = []
 
-    def compare(method, ours, theirs, seconds, note=""):
+    def compare(method, ours, theirs, seeds, seconds, note=""):
+        """``ours``/``theirs``: one (scores, maps) per seed; the rows hold means and min–max."""
         for metric, fn, i in (("image_auroc", lambda s: image_auroc(labels, s), 0),
                               ("pixel_auroc", lambda m: pixel_auroc(masks, m), 1)):
-            a, b = 100 * fn(ours[i]), 100 * fn(theirs[i])
-            rows.append({**base, "method": method, "metric": metric, "kdad": round(a, 2), "anomalib": round(b, 2),
-                         "difference": round(a - b, 2), "within_tolerance": abs(a - b) <= args.tolerance,
-                         "kdad_seconds": round(seconds[0], 1), "anomalib_seconds": round(seconds[1], 1),
-                         "note": note})
-            log(f"  {method} {metric}: kdad {a:.1f}  anomalib {b:.1f}  (Δ {a - b:+.1f})")
+            a = [100 * fn(run[i]) for run in ours]
+            b = [100 * fn(run[i]) for run in theirs]
+            ma, mb = float(np.mean(a)), float(np.mean(b))
+            rows.append({**base, "method": method, "metric": metric, "kdad": round(ma, 2), "anomalib": round(mb, 2),
+                         "difference": round(ma - mb, 2), "within_tolerance": abs(ma - mb) <= args.tolerance,
+                         "kdad_min": round(min(a), 2), "kdad_max": round(max(a), 2),
+                         "anomalib_min": round(min(b), 2), "anomalib_max": round(max(b), 2),
+                         "seeds": " ".join(map(str, seeds)),
+                         "kdad_seconds": round(seconds[0], 1), "anomalib_seconds": round(seconds[1], 1), "note": note})
+            log(f"  {method} {metric}: kdad {ma:.1f} [{min(a):.1f}, {max(a):.1f}]  anomalib {mb:.1f} "
+                f"[{min(b):.1f}, {max(b):.1f}]  (Δ {ma - mb:+.1f})")
 
     if "patchcore" in args.methods:
-        t0 = time.perf_counter()
-        ours = kdad_method("patchcore", {}, train, test, train_hints, test_hints, args.seed)
-        t1 = time.perf_counter()
-        *theirs, model = anomalib_patchcore(train, test, args.seed)
-        t2 = time.perf_counter()
-        diff = feature_difference(model, expert, test[:16])
-        compare("patchcore", ours, theirs, (t1 - t0, t2 - t1),
-                f"kdad defaults; features equal to {diff:.1e} (relative max difference)")
+        seeds = list(range(args.seed, args.seed + args.patchcore_seeds))
+        ours, theirs, t_ours, t_theirs, diff = [], [], 0.0, 0.0, 0.0
+        for seed in seeds:  # the coreset is random on both sides: compare over a few draws
+            t0 = time.perf_counter()
+            ours.append(kdad_method("patchcore", {}, train, test, train_hints, test_hints, seed))
+            t1 = time.perf_counter()
+            *run, model = anomalib_patchcore(train, test, seed)
+            theirs.append(run)
+            t_ours, t_theirs = t_ours + t1 - t0, t_theirs + time.perf_counter() - t1
+            diff = max(diff, feature_difference(model, expert, test[:16]))
         if diff > 1e-4:
             raise RuntimeError(f"anomalib's features differ from kdad's expert by {diff:.2e}: not the same backbone")
+        compare("patchcore", ours, theirs, seeds, (t_ours / len(seeds), t_theirs / len(seeds)),
+                f"kdad defaults; mean over {len(seeds)} coreset draws; features equal to {diff:.1e} (relative)")
     if "stfpm" in args.methods:
         opts = {"epochs": args.stfpm_epochs, "weight_decay": 1e-3}
         t0 = time.perf_counter()
@@ -226,7 +239,7 @@ def check_category(folder: Path, category: str, args) -> list[dict]:
         t1 = time.perf_counter()
         theirs = anomalib_stfpm(train, test, args.seed, args.stfpm_epochs)
         t2 = time.perf_counter()
-        compare("stfpm", ours, theirs, (t1 - t0, t2 - t1),
+        compare("stfpm", [ours], [theirs], [args.seed], (t1 - t0, t2 - t1),
                 f"kdad stfpm with weight_decay 0.001 (anomalib's); {args.stfpm_epochs} epochs each")
     for r in rows:
         r["stfpm_epochs"] = args.stfpm_epochs if r["method"] == "stfpm" else ""
@@ -234,10 +247,13 @@ def check_category(folder: Path, category: str, args) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| category | method | metric | kdad | anomalib 2.7.0 | difference |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| category | method | metric | kdad | anomalib 2.7.0 | difference | seeds |",
+             "|---|---|---|---:|---:|---:|---|"]
+    span = lambda r, k: (f"{r[k]:.1f}" if r[f"{k}_min"] == r[f"{k}_max"]  # noqa: E731
+                         else f"{r[k]:.1f} [{r[f'{k}_min']:.1f}, {r[f'{k}_max']:.1f}]")
     for r in rows:
-        lines.append(f"| {r['category']} | {r['method']} | {r['metric']} | {r['kdad']:.1f} | {r['anomalib']:.1f} | "
-                     f"{r['difference']:+.1f} |")
+        lines.append(f"| {r['category']} | {r['method']} | {r['metric']} | {span(r, 'kdad')} | {span(r, 'anomalib')} | "
+                     f"{r['difference']:+.1f} | {r['seeds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -252,6 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--stfpm-epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patchcore-seeds", type=int, default=3, help="coreset draws per side (seed, seed+1, …)")
     ap.add_argument("--tolerance", type=float, default=3.0, help="AUROC points")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path("results/reference_check.csv"))
