@@ -1,4 +1,8 @@
-"""Helpers shared by the baselines: expert hints, pooled features, pixels, seeding, map resizing."""
+"""Helpers shared by the baselines: expert hints, pooled features, pixels, seeding, map resizing.
+
+Heavy libraries (scikit-learn, scikit-image, scipy) are imported inside the functions that use them:
+every workflow job is a fresh Python process, and importing ``baselines`` registers every method.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from kdad.experts import Expert, build_expert
 from kdad.features import compute_hints
+from kdad.methods import Detector
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -81,11 +85,14 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian filter of every [H, W] map (not across images); sigma ≤ 0 leaves them as they are."""
+def gaussian_blur(maps: np.ndarray, sigma: float, mode: str = "reflect") -> np.ndarray:
+    """Gaussian filter of every [H, W] map (not across images), radius 4σ, borders by scipy's ``mode``;
+    sigma ≤ 0 leaves them as they are."""
     if sigma <= 0:
         return maps
-    return ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma), mode="reflect")
+    from scipy import ndimage  # here, not at import: every job is a fresh process (start-up time)
+
+    return ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma), mode=mode, truncate=4.0)
 
 
 def chunked_min_dist(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096) -> torch.Tensor:
@@ -103,3 +110,37 @@ def chunked_min_dist(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chun
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def mean_value_sum_gradient(per_image: torch.Tensor) -> torch.Tensor:
+    """A scalar whose *value* is the batch mean of ``per_image`` and whose *gradient* is that of the
+    batch sum. For methods whose authors sum the loss over the batch (STFPM's ``MSELoss(reduction=
+    "sum")``): the optimiser sees their gradient scale (their learning rate means what it meant
+    there), while the training history records a per-image loss comparable across batch sizes."""
+    total = per_image.sum()
+    return total - total.detach() + per_image.detach().mean()
+
+
+def cpu_state(module: torch.nn.Module) -> dict:
+    """A module's state dict on the CPU (what a saved model stores instead of a pickled module)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def run_name(detector, seed: int) -> str:
+    """How training messages name a run (the runner prefixes dataset, protocol and category)."""
+    return f"{getattr(detector, 'name', type(detector).__name__)} (seed {seed})"
+
+
+class Baseline(Detector):
+    """A Detector whose fitted tensors (attributes ending in ``_``) follow it to its device, and are
+    stored from the CPU."""
+
+    def to(self, device) -> "Baseline":
+        super().to(device)
+        for key, value in list(vars(self).items()):
+            if key.endswith("_") and isinstance(value, torch.Tensor):
+                setattr(self, key, value.to(self.device))
+        return self
+
+    def fitted_state(self) -> dict:
+        return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in super().fitted_state().items()}

@@ -16,27 +16,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdad.methods import MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, evaluation_field, register_method
 
 
 @dataclass
 class ToyConfig:
-    power: float = 2.0
+    power: float = evaluation_field(2.0)   # only changes scoring: the workflow re-evaluates, never retrains
 
 
-class ToyMean:
+class ToyMean(Detector):
     """Distance of each image to the mean training image."""
 
-    def __init__(self, config: ToyConfig) -> None:
-        self.config = config
-
-    def fit(self, images, *, seed, hints=None):
-        self.mean_ = images.float().mean(0)
+    def fit(self, images, *, seed, hints=None, checkpoint=None):
+        self.mean_ = images.float().mean(0).to(self.device)   # fitted state: attributes ending in _
         return self
 
     def score(self, images, *, hints=None):
-        d = (images.float() - self.mean_).abs().pow(self.config.power)
-        return d.flatten(1).mean(1).numpy().astype(np.float64)
+        d = (images.to(self.device).float() - self.mean_.to(self.device)).abs().pow(self.config.power)
+        return d.flatten(1).mean(1).cpu().numpy().astype(np.float64)
 
 
 register_method(MethodSpec("toy_mean", ToyConfig, ToyMean, localizes=False))
