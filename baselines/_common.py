@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from kdad.experts import Expert, build_expert
 from kdad.features import compute_hints
-from kdad.methods import Detector
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -131,16 +130,3 @@ def run_name(detector, seed: int) -> str:
     return f"{getattr(detector, 'name', type(detector).__name__)} (seed {seed})"
 
 
-class Baseline(Detector):
-    """A Detector whose fitted tensors (attributes ending in ``_``) follow it to its device, and are
-    stored from the CPU."""
-
-    def to(self, device) -> "Baseline":
-        super().to(device)
-        for key, value in list(vars(self).items()):
-            if key.endswith("_") and isinstance(value, torch.Tensor):
-                setattr(self, key, value.to(self.device))
-        return self
-
-    def fitted_state(self) -> dict:
-        return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in super().fitted_state().items()}

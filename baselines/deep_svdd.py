@@ -45,8 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines._common import Baseline, check_images, cpu_state, pixels01, require, run_name, seed_everything
-from kdad.methods import MethodSpec, register_method, resume_fingerprint
+from baselines._common import check_images, cpu_state, pixels01, require, run_name, seed_everything
+from kdad.methods import Detector, MethodSpec, register_method, resume_fingerprint
 from kdad.training import train
 
 ARCHITECTURES = {"mnist": ((8, 4), 32), "cifar": ((32, 64, 128), 128)}
@@ -119,7 +119,7 @@ class Decoder(nn.Module):
         return self.deconv(F.leaky_relu(self.fc(z), 0.01).view(-1, *self.shape))
 
 
-class DeepSVDD(Baseline):
+class DeepSVDD(Detector):
     name = "deep_svdd"
 
     def _optimiser(self, params, lr: float):

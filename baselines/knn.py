@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines._common import Baseline, ExpertHints, check_images, chunked_min_dist, pooled, require, seed_everything
-from kdad.methods import MethodSpec, evaluation_field, register_method
+from baselines._common import ExpertHints, check_images, chunked_min_dist, pooled, require, seed_everything
+from kdad.methods import Detector, MethodSpec, evaluation_field, register_method
 
 
 @dataclass
@@ -44,7 +44,7 @@ class KNNConfig:
         require(len(self.hint_indices) > 0, "hint_indices must not be empty")
 
 
-class KNN(Baseline):
+class KNN(Detector):
     def __init__(self, config: KNNConfig) -> None:
         super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)

