@@ -360,6 +360,7 @@ class InvestigateWorker:
         self.x = torch.rand(pool, 3, self.size, self.size, generator=gen)
         with torch.inference_mode():
             self.t = [h.clone().contiguous() for h in self.expert(self.x)]
+        self.t_nhwc = [h.permute(0, 2, 3, 1).contiguous() for h in self.t]
         # model k's b-th batch: its own permutation of the pool
         self.idx = [[torch.randperm(pool, generator=gen)[:BATCH] for _ in range(self.batches)] for _ in range(self.k)]
         self.variants: dict = {}
@@ -370,21 +371,29 @@ class InvestigateWorker:
         return mkd_loss(out, targets, lam=0.01).mean()
 
     # each builder returns step(b) -> None, doing one optimiser step of every model it holds
-    def _single(self, fmt: str, compiled: bool = False):
+    def _single(self, fmt: str, option: str = ""):
+        """One cloner (kdad's), in ``fmt``; ``option``: compiled (torch.compile of forward + loss),
+        nhwc_loss (the loss over the hints in their channels_last element order, targets stored so:
+        the same sums, no layout copies in the backward of the hint pools), bf16 (autocast)."""
         cl = self.build_cloner().train()
         if fmt == "contiguous":
             cl.to(memory_format=torch.contiguous_format)
             cl.forward = types.MethodType(_plain_forward, cl)
         opt = torch.optim.Adam(cl.parameters(), lr=1e-3)
         fmt_ = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        targets = self.t_nhwc if option == "nhwc_loss" else self.t
 
         def fwd(x, *t):
-            return self._loss(cl(x), list(t))
-        f = torch.compile(fwd) if compiled else fwd
+            out = cl(x)
+            if option == "nhwc_loss":
+                out = [o.permute(0, 2, 3, 1) for o in out]
+            return self._loss(out, list(t))
+        f = torch.compile(fwd) if option == "compiled" else fwd
 
         def step(b):
             i = self.idx[0][b]
-            loss = f(self.x[i].contiguous(memory_format=fmt_), *[h[i] for h in self.t])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=option == "bf16"):
+                loss = f(self.x[i].contiguous(memory_format=fmt_), *[h[i] for h in targets])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -430,7 +439,7 @@ class InvestigateWorker:
         t0 = time.perf_counter()
         if variant.startswith("single"):
             _, fmt, *rest = variant.split(":")
-            step, k = self._single(fmt, compiled=bool(rest))
+            step, k = self._single(fmt, rest[0] if rest else "")
         elif variant.startswith("grouped"):
             step, k = self._grouped(variant.split(":")[1])
         elif variant == "vmap":
@@ -459,22 +468,33 @@ class InvestigateWorker:
         vs the same K cloners (same initial weights, same batches) trained grouped and vmapped."""
         from torch.func import functional_call, stack_module_state, vmap
 
+        steps = min(steps, self.batches)
         torch.manual_seed(1)
         init = [self.build_cloner().train() for _ in range(self.k)]
-        separate = copy.deepcopy(init)
-        sep_losses = []
-        for k, cl in enumerate(separate):
-            opt = torch.optim.Adam(cl.parameters(), lr=1e-3)
-            for b in range(steps):
-                i = self.idx[k][b]
-                loss = self._loss(cl(self.x[i]), [h[i] for h in self.t])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sep_losses.append(loss.item())
-        ref = torch.stack([torch.cat([t.detach().flatten() for t in (*c.parameters(), *c.buffers())
-                                      if t.is_floating_point()]) for c in separate])
-        out = {}
+        def train_separately(order):
+            models, losses = copy.deepcopy(init), []
+            for k, cl in enumerate(models):
+                opt = torch.optim.Adam(cl.parameters(), lr=1e-3)
+                for b in range(steps):
+                    i = order(self.idx[k][b])
+                    loss = self._loss(cl(self.x[i]), [h[i] for h in self.t])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.item())
+            return models, losses
+
+        separate, sep_losses = train_separately(lambda i: i)
+        names = [n for n, t in init[0].state_dict().items() if t.is_floating_point()]
+
+        def flat(models):
+            return torch.stack([torch.cat([c.state_dict()[n].flatten() for n in names]) for c in models])
+        ref = flat(separate)
+        # control: separate training again with every batch's images in reverse order (the same
+        # arithmetic up to the order of float sums): how far rounding alone moves the weights
+        control, control_losses = train_separately(lambda i: i.flip(0))
+        out = {"control_reordered_max_abs_diff": float((flat(control) - ref).abs().max()),
+               "control_reordered_loss_max_abs_diff": float(np.abs(np.subtract(control_losses, sep_losses)).max())}
         # grouped
         net = GroupedCloner(copy.deepcopy(init)).train()
         net.to(memory_format=torch.channels_last)
@@ -489,14 +509,8 @@ class InvestigateWorker:
             opt.step()
             g_losses.append([v.item() for v in losses])
         g_losses = [g_losses[b][k] for k in range(self.k) for b in range(steps)]
-        grouped = []
-        for k in range(self.k):
-            ts = []
-            for m in net.features:
-                for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
-                    if t.is_floating_point() and t.dim() >= 1:
-                        ts.append(t.detach().unflatten(0, (self.k, -1))[k].flatten())
-            grouped.append(torch.cat(ts))
+        sd = net.state_dict()  # the same layer indices, hence the same names, as a single cloner
+        grouped = [torch.cat([sd[n].unflatten(0, (self.k, -1))[k].flatten() for n in names]) for k in range(self.k)]
         out["grouped_max_abs_diff"] = float((torch.stack(grouped) - ref).abs().max())
         out["grouped_loss_max_abs_diff"] = float(np.abs(np.subtract(g_losses, sep_losses)).max())
         # vmap
@@ -515,12 +529,21 @@ class InvestigateWorker:
             opt.step()
             v_losses.append(losses.tolist())
         v_losses = [v_losses[b][k] for k in range(self.k) for b in range(steps)]
-        names = [n for n, t in (*init[0].named_parameters(), *init[0].named_buffers()) if t.is_floating_point()]
         stacked = {**params, **buffers}
         vm = torch.stack([torch.cat([stacked[n][k].detach().flatten() for n in names]) for k in range(self.k)])
         out["vmap_max_abs_diff"] = float((vm - ref).abs().max())
         out["vmap_loss_max_abs_diff"] = float(np.abs(np.subtract(v_losses, sep_losses)).max())
         out["max_abs_weight"] = float(ref.abs().max())
+        # same weights, same batch: the loss in channels_last element order, and under bf16 autocast
+        cl = copy.deepcopy(init[0])
+        i = self.idx[0][0]
+        with torch.no_grad():
+            plain = self._loss(cl(self.x[i]), [h[i] for h in self.t])
+            nhwc = self._loss([o.permute(0, 2, 3, 1) for o in cl(self.x[i])], [h[i] for h in self.t_nhwc])
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = self._loss(cl(self.x[i]), [h[i] for h in self.t]).float()
+        out["nhwc_loss_rel_diff"] = float(abs(nhwc - plain) / plain)
+        out["bf16_loss_rel_diff"] = float(abs(bf16 - plain) / plain)
         return out
 
 
@@ -840,10 +863,10 @@ def thread_study(name, s, spec, two_thread: dict, rng, args, col, log_dir) -> di
 def investigate(args, col: Collector, log_dir: Path) -> dict:
     """Several cloners per pass (grouped convs, vmap), torch.compile, channels_last vs contiguous."""
     found = {}
-    studies = [(32, args.investigate_threads, ["single:channels_last", "single:contiguous", "grouped:channels_last",
-                                               "grouped:contiguous", "vmap", "single:channels_last:compiled"]),
-               (128, args.investigate_threads, ["single:channels_last", "single:contiguous",
-                                                "single:channels_last:compiled"])]
+    singles = ["single:channels_last", "single:contiguous", "single:channels_last:nhwc_loss",
+               "single:channels_last:bf16", "single:channels_last:compiled"]
+    studies = [(32, args.investigate_threads, singles + ["grouped:channels_last", "grouped:contiguous", "vmap"]),
+               (128, args.investigate_threads, singles)]
     for size, threads, variants in studies:
         setting = f"investigate_vgg16_{size}"
         batches = 2 if args.quick else (12 if size == 32 else 2)
@@ -860,10 +883,10 @@ def investigate(args, col: Collector, log_dir: Path) -> dict:
                 if v.endswith("compiled"):
                     col.add(setting, "kdad", "compile_s", out["seconds"], "s", method=v, threads=threads,
                             note="first call of the compiled step (cold inductor cache), incl. one step")
-            if size == 32 and not args.quick:
+            if size == 32:
                 eq = w.call("equivalence")
                 for key, val in eq.items():
-                    if key not in ("ok", "load1", "hwm_kib"):
+                    if key not in ("ok", "load1", "hwm_kib", "rss_before_kib"):
                         col.add(setting, "kdad", f"equivalence:{key}", val, "", threads=threads,
                                 note="after 3 Adam steps, same init and batches as separate training")
                 found["equivalence"] = eq
