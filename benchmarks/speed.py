@@ -132,12 +132,16 @@ def _tile(hints: list[np.ndarray], n: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.take(h, np.arange(n) % len(h), axis=0)) for h in hints]
 
 
-def _flops(fn) -> float:
+def _step_flops(module: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one training step of ``module`` on ``x``: 3 × its forward's (FlopCounterMode). The
+    backward is taken as 2 × the forward (input and weight gradients): torch's counter gives
+    2.97–2.99 × for VGG16 and the cfg-B cloner, but overcounts the backward of depthwise
+    convolutions (44 × the forward for EfficientNet-Lite0), so it is not used for the backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    return 3.0 * counter.get_total_flops()
 
 
 class KdadWorker:
@@ -165,15 +169,9 @@ class KdadWorker:
         self.model.fit(self.train_images[:2 * BATCH], seed=0, hints=[h[:2 * BATCH] for h in self.train_hints])
 
     def flops(self) -> dict:
-        """FLOPs per image of one cloner training step (forward + loss + backward), train mode."""
-        cl, cfg = self.model.cloner_, self.model.config
+        """FLOPs per image of one cloner training step (see :func:`_step_flops`)."""
         x = self.model.preprocess(self.train_images[:2])
-        t = self.model._targets(self.train_images[:2], [h[:2] for h in self.train_hints], cfg.train_hints)
-        cl.train()
-        f = _flops(lambda: self.model.loss(cl(x), t, cfg.train_hints).mean().backward())
-        cl.zero_grad(set_to_none=True)
-        cl.eval()
-        return {"flops_per_image": f / 2, "hint_bytes_per_image": self.hint_bytes}
+        return {"flops_per_image": _step_flops(self.model.cloner_, x) / 2, "hint_bytes_per_image": self.hint_bytes}
 
     def fit_memory(self) -> dict:
         """fit with 0 epochs on the whole training set: its float32 targets, no training (memory only)."""
@@ -243,10 +241,7 @@ class ReferenceWorker:
 
     def flops(self) -> dict:
         x = self._x(self.train_images[:2])
-        self.cloner.train()
-        f = _flops(lambda: self._loss(x, self.cfg.train_hints).mean().backward())
-        self.cloner.zero_grad(set_to_none=True)
-        return {"flops_per_image": f / 2}
+        return {"flops_per_image": (_step_flops(self.cloner, x) + _step_flops(self.expert, x)) / 2}
 
     def train(self, n: int, seed: int = 0) -> dict:
         """``n`` training images in batches of 64 as train.py's loop: forward both, backward, Adam step."""
@@ -459,9 +454,7 @@ class InvestigateWorker:
         return {"seconds": time.perf_counter() - t0, "images": self.batches * BATCH * k}
 
     def flops(self) -> dict:
-        cl = self.build_cloner().train()
-        x = self.x[:2]
-        return {"flops_per_image": _flops(lambda: self._loss(cl(x), [h[:2] for h in self.t]).backward()) / 2}
+        return {"flops_per_image": _step_flops(self.build_cloner(), self.x[:2]) / 2}
 
     def equivalence(self, steps: int = 3) -> dict:
         """Max |Δ| of weights, BN statistics and losses after ``steps`` Adam steps: separate training
@@ -561,7 +554,8 @@ def worker_main(spec_json: str) -> None:
 
     try:
         w = {"kdad": KdadWorker, "reference": ReferenceWorker, "investigate": InvestigateWorker}[spec["path"]](spec)
-        reply({"ok": True, "rss_kib": _status_kib("VmRSS"), "threads": torch.get_num_threads()})
+        reply({"ok": True, "rss_kib": _status_kib("VmRSS"), "threads": torch.get_num_threads(),
+               "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
     except Exception as err:  # noqa: BLE001 - reported to the parent
         import traceback
         traceback.print_exc()
@@ -584,6 +578,9 @@ def worker_main(spec_json: str) -> None:
             import traceback
             traceback.print_exc()
             out = {"ok": False, "error": f"{op}: {type(err).__name__}: {err}"}
+        # ru_maxrss since the last reset of the high-water mark (clear_refs resets ru_maxrss too, so it
+        # is read after every operation, before the next reset): the maximum over replies is the peak
+        out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         reply(out)
 
 
@@ -599,6 +596,7 @@ class Worker:
         self.p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
                                   text=True, cwd=str(ROOT), env={**os.environ, **(env or {})})
+        self.peak_kib = 0
         self.started = self._recv()
 
     def _recv(self) -> dict:
@@ -606,6 +604,7 @@ class Worker:
         if not line:
             raise RuntimeError(f"worker {self.name} died; its log {self.log} ends:\n{self._tail()}")
         out = json.loads(line)
+        self.peak_kib = max(self.peak_kib, out.get("maxrss_kib") or 0)
         if not out.get("ok"):
             raise RuntimeError(f"worker {self.name}: {out.get('error')}; log {self.log}:\n{self._tail()}")
         return out
@@ -622,10 +621,10 @@ class Worker:
         return self._recv()
 
     def close(self) -> int:
-        """Stop the worker; its peak RSS (ru_maxrss, KiB on Linux)."""
-        out = self.call("exit")
+        """Stop the worker; its peak RSS over its whole life (KiB): the largest ru_maxrss it reported."""
+        self.call("exit")
         self.p.wait(timeout=60)
-        return out["maxrss_kib"]
+        return self.peak_kib
 
 
 def log(msg: str) -> None:
@@ -758,8 +757,7 @@ def run_setting(name: str, s: Setting, args, col: Collector, log_dir: Path, extr
         # targets (fit with 0 epochs) plus one batch's graph (the timed fit's increment; conservative)
         hwm[("kdad", "train")] = [mem["hwm_kib"] + max(train_increment)]
     if name == "fmnist_vgg16_32" and not args.no_thread_study:
-        extra["threads"] = thread_study(name, s, spec, {"kdad": kd, "reference": ref} if T == 2 else {},
-                                        rng, args, col, log_dir)
+        extra["threads"] = thread_study(name, spec, {"kdad": kd, "reference": ref}, rng, args, col, log_dir)
     for path, w in (("kdad", kd), ("reference", ref)):
         col.add(name, path, "peak_rss", w.close() / 1024, "MiB", threads=T, compare=("peak_rss", "", ""),
                 higher_better=False, note="ru_maxrss of the path's worker: building the expert + every stage")
@@ -771,7 +769,7 @@ def run_setting(name: str, s: Setting, args, col: Collector, log_dir: Path, extr
                 compare=(f"peak_rss:{stage}", "", ""), higher_better=False, note=note)
     for path, f in (("kdad", fk["flops_per_image"]), ("reference", fr["flops_per_image"])):
         col.add(name, path, "train_gflop_per_image", f / 1e9, "GFLOP", threads=T,
-                note="FlopCounterMode: one training step's forward + loss + backward, per image"
+                note="one training step per image: 3 × the forward's FLOPs (FlopCounterMode)"
                 + (" (cloner only)" if path == "kdad" else " (expert with weight gradients + cloner)"))
     col.add(name, "kdad", "hint_cache_MiB_per_1000_images", fk["hint_bytes_per_image"] * 1000 / 2**20, "MiB",
             threads=T, note="float16 hints of the expert, all four")
@@ -819,23 +817,30 @@ def record(col: Collector, name: str, path: str, kind: str, out: dict, k_sg: int
 CONFIGS = (("1 job x 2 threads", 2, 1), ("1 job x 1 thread", 1, 1), ("2 jobs x 1 thread", 1, 2))
 
 
-def thread_study(name, s, spec, two_thread: dict, rng, args, col, log_dir) -> dict:
+def thread_study(name, spec, main: dict, rng, args, col, log_dir) -> dict:
     """Training at 32×32, both paths: 1 job × 2 threads, 1 job × 1 thread (alone), and two 1-thread
-    jobs at once (their images/s summed): which uses the 2 cores better."""
+    jobs at once (their images/s summed): which uses the 2 cores better. The setting's own workers
+    are reused where their thread count fits."""
     log("   threads: 1×2 vs 1×1 vs 2×1 concurrent, both paths")
-    workers, n = {}, {}
+    T = args.threads
+    workers, n, spawned = {}, {}, []
+
+    def spawn(path, threads, tag):
+        w = Worker({**spec, "threads": threads, "path": path}, log_dir, f"{name}-{path}-{tag}")
+        spawned.append(w)
+        return w
     for path in ("kdad", "reference"):
-        w2 = two_thread.get(path) or Worker({**spec, "threads": 2, "path": path}, log_dir, f"{name}-{path}-2threads")
-        w1a = Worker({**spec, "threads": 1, "path": path}, log_dir, f"{name}-{path}-1thread-a")
-        w1b = Worker({**spec, "threads": 1, "path": path}, log_dir, f"{name}-{path}-1thread-b")
+        w2 = main[path] if T == 2 else spawn(path, 2, "2threads")
+        w1a = main[path] if T == 1 else spawn(path, 1, "1thread-a")
+        w1b = spawn(path, 1, "1thread-b")
         workers[path] = (w2, w1a, w1b)
-        key = "kdad_train" if path == "kdad" else "ref_train"
-        r = rng[key]
+        r = rng["kdad_train" if path == "kdad" else "ref_train"]
         if path == "kdad" and not args.quick:
             r = (r[0], min(r[1], args.thread_images), r[2])
         n[(path, 2)] = calibrate(w2, "train", {}, r, args.budget)
         n[(path, 1)] = calibrate(w1a, "train", {}, r, args.budget)
-        w1b.call("train", n=r[0])  # warm-up
+        if r[0] != r[1]:
+            w1b.call("train", n=r[0])  # warm-up
     res: dict = {}
     for rep in range(args.repeats):
         for path in (("kdad", "reference") if rep % 2 == 0 else ("reference", "kdad")):
@@ -854,9 +859,8 @@ def thread_study(name, s, spec, two_thread: dict, rng, args, col, log_dir) -> di
                 col.add(name, path, f"threads:{label}", rate, "images/s", threads=threads, images=m * jobs,
                         load1=load1, compare=(f"threads:{label}", "", ""),
                         note="training images/s" + (", summed over the two concurrent jobs" if jobs == 2 else ""))
-    for path, (w2, w1a, w1b) in workers.items():
-        for w in (w1a, w1b) + ((w2,) if w2 is not two_thread.get(path) else ()):
-            w.close()
+    for w in spawned:
+        w.close()
     return {k: statistics.median(v) for k, v in res.items()}
 
 
@@ -877,7 +881,7 @@ def investigate(args, col: Collector, log_dir: Path) -> dict:
                        log_dir, setting, env={"TORCHINDUCTOR_CACHE_DIR": cache})
             flops = w.call("flops")["flops_per_image"]
             col.add(setting, "kdad", "train_gflop_per_image", flops / 1e9, "GFLOP", threads=threads,
-                    note="cloner forward + loss + backward")
+                    note="cloner training step: 3 × the forward's FLOPs")
             for v in variants:
                 out = w.call("prepare", variant=v)
                 if v.endswith("compiled"):
@@ -934,25 +938,36 @@ def protocol(rows: list[dict], col: Collector, extra: dict) -> dict:
     passes = {"kdad": 1, "reference": OFFICIAL_TEST_PASSES}
     fixed = {"kdad": k_hints, "reference": 0.0}
     per_model_fixed = {"kdad": k_overhead, "reference": 0.0}
-    configs = [("", {p: get[(a, p, "train_images_per_s")] for p in ("kdad", "reference")})]
+    one = {p: 1.0 for p in ("kdad", "reference")}
+    configs = [("", {p: get[(a, p, "train_images_per_s")] for p in ("kdad", "reference")}, one)]
     th = extra.get("threads") or {}
+    two_jobs_note = ""
     if all((p, "2 jobs x 1 thread") in th for p in ("kdad", "reference")):
-        configs.append((" (2 jobs × 1 thread)", {p: th[(p, "2 jobs x 1 thread")] for p in ("kdad", "reference")}))
+        agg = {p: th[(p, "2 jobs x 1 thread")] for p in ("kdad", "reference")}
+        if extra.get("threads_main") == 1:
+            # the jobs' other parts (hints, scoring) were measured as one 1-thread job: two at once run
+            # at the concurrency factor measured for training, agg(2 × 1 thread) / (1 × 1 thread)
+            factor = {p: agg[p] / th[(p, "1 job x 1 thread")] for p in ("kdad", "reference")}
+            two_jobs_note = (": training and scoring at the 1-thread rates × the concurrency measured for training "
+                             f"(kdad {factor['kdad']:.2f}, reference {factor['reference']:.2f})")
+        else:
+            factor = one
+            two_jobs_note = ": training at the two jobs' summed images/s, hints and scoring as one --threads job"
+        configs.append((" (2 jobs × 1 thread)", agg, factor))
     out = {}
-    for suffix, train_rate in configs:
+    for suffix, train_rate, factor in configs:
         for path in ("kdad", "reference"):
-            score_s = n_te / get[(a, path, "score_images_per_s")]
+            score_s = n_te / (get[(a, path, "score_images_per_s")] * factor[path])
             per_model = epochs[path] * n_tr / train_rate[path] + passes[path] * score_s + per_model_fixed[path]
             for seeds in (1, 3):
-                total = fixed[path] + seeds * classes * per_model
+                total = fixed[path] + seeds * classes * per_model  # the hint job: one job, alone
                 out[(path + suffix, seeds)] = total
                 col.add("fmnist_protocol", path + suffix, f"protocol_hours_{seeds}seed{'s' if seeds > 1 else ''}",
                         total / 3600, "h", compare=(f"protocol_hours_{seeds}seed{'s' if seeds > 1 else ''}", "", ""),
                         higher_better=False,
                         note=("hints once (70,000 images) + classes × seeds × (51 epochs + fit overhead + 1 scoring)"
                               if path == "kdad" else "classes × seeds × (52 epochs + 7 test passes)")
-                        + (": training at the two concurrent 1-thread jobs' summed images/s, scoring as one "
-                           "2-thread job" if suffix else ": one job, measured threads"))
+                        + (two_jobs_note if suffix else f": one job of {extra.get('threads_main')} thread(s)"))
     assumptions = [
         ("reference", "assume_classes", classes, "models", "one model per class (one-class protocol)"),
         ("reference", "assume_train_images_per_class", n_tr, "images", "Fashion-MNIST"),
@@ -1099,10 +1114,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per path (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per path (default 1: on this shared "
+                    "2-core machine two threads run several times slower than one; the thread study measures both)")
     ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement, median reported (≥ 3)")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {', '.join(SETTINGS)}")
-    ap.add_argument("--budget", type=float, default=4.0, help="seconds per timed operation and repeat (the "
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds per timed operation and repeat (the "
                     "image count is chosen to fit, within each operation's least and most)")
     ap.add_argument("--sg-samples", type=int, default=4, help="SmoothGrad samples actually run per map; the "
                     "time is scaled to 50 and 16 samples (linear: one backward pass per sample)")
@@ -1134,14 +1150,19 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     log(f"machine: {mach}  load {load_start}")
-    col, extra = Collector(), {}
+    col, extra = Collector(), {"threads_main": args.threads}
     with tempfile.TemporaryDirectory(prefix="kdad-bench-") as tmp:
         log_dir = Path(tmp)
         try:
+            sections = extra["section_minutes"] = {}
             for name in names:
+                t1 = time.perf_counter()
                 run_setting(name, SETTINGS[name], args, col, log_dir, extra)
+                sections[name] = (time.perf_counter() - t1) / 60
             if args.investigate:
+                t1 = time.perf_counter()
                 extra["investigate"] = investigate(args, col, log_dir)
+                sections["investigate"] = (time.perf_counter() - t1) / 60
         except RuntimeError as err:
             log(str(err))
             return 1
@@ -1175,7 +1196,8 @@ def main(argv=None) -> int:
     os.replace(tmp, out)
     print(f"\nMachine: {mach['machine']}, {mach['cores']} cores, {args.threads} torch threads per path, "
           f"GPU: {mach['gpu'] or 'none'}; torch {torch.__version__}; load average {load_start[0]:.2f} at start, "
-          f"{load_end[0]:.2f} at end; {wall / 60:.1f} min.\n")
+          f"{load_end[0]:.2f} at end; {wall / 60:.1f} min ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in extra["section_minutes"].items()) + ").\n")
     print(markdown(rows))
     print("\nTargets:")
     for line in verdicts(rows, proto, extra):
