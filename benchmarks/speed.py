@@ -367,27 +367,28 @@ class InvestigateWorker:
 
     # each builder returns step(b) -> None, doing one optimiser step of every model it holds
     def _single(self, fmt: str, option: str = ""):
-        """One cloner (kdad's), in ``fmt``; ``option``: compiled (torch.compile of forward + loss),
-        nhwc_loss (the loss over the hints in their channels_last element order, targets stored so:
-        the same sums, no layout copies in the backward of the hint pools), bf16 (autocast)."""
+        """One cloner (kdad's), in ``fmt``; ``option`` ("+"-joined): compiled (torch.compile of forward
+        + loss), nhwc_loss (the loss over the hints in their channels_last element order, targets
+        stored so: the same sums, no layout copies in the backward of the hint pools), bf16 (autocast)."""
         cl = self.build_cloner().train()
         if fmt == "contiguous":
             cl.to(memory_format=torch.contiguous_format)
             cl.forward = types.MethodType(_plain_forward, cl)
         opt = torch.optim.Adam(cl.parameters(), lr=1e-3)
         fmt_ = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-        targets = self.t_nhwc if option == "nhwc_loss" else self.t
+        options = set(option.split("+")) - {""}
+        targets = self.t_nhwc if "nhwc_loss" in options else self.t
 
         def fwd(x, *t):
             out = cl(x)
-            if option == "nhwc_loss":
+            if "nhwc_loss" in options:
                 out = [o.permute(0, 2, 3, 1) for o in out]
             return self._loss(out, list(t))
-        f = torch.compile(fwd) if option == "compiled" else fwd
+        f = torch.compile(fwd) if "compiled" in options else fwd
 
         def step(b):
             i = self.idx[0][b]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=option == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in options):
                 loss = f(self.x[i].contiguous(memory_format=fmt_), *[h[i] for h in targets])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -759,6 +760,10 @@ def run_setting(name: str, s: Setting, args, col: Collector, log_dir: Path, extr
     if name == "fmnist_vgg16_32" and not args.no_thread_study:
         extra["threads"] = thread_study(name, spec, {"kdad": kd, "reference": ref}, rng, args, col, log_dir)
     for path, w in (("kdad", kd), ("reference", ref)):
+        col.add(name, path, "peak_rss:setup", w.started["maxrss_kib"] / 1024, "MiB", threads=T,
+                compare=("peak_rss:setup", "", ""), higher_better=False,
+                note="ru_maxrss after start-up: imports, building the expert (VGG16: the whole torchvision "
+                     "model, classifier included), the data" + (", the hint caches" if path == "kdad" else ""))
         col.add(name, path, "peak_rss", w.close() / 1024, "MiB", threads=T, compare=("peak_rss", "", ""),
                 higher_better=False, note="ru_maxrss of the path's worker: building the expert + every stage")
     for (path, stage), vals in hwm.items():
@@ -868,7 +873,7 @@ def investigate(args, col: Collector, log_dir: Path) -> dict:
     """Several cloners per pass (grouped convs, vmap), torch.compile, channels_last vs contiguous."""
     found = {}
     singles = ["single:channels_last", "single:contiguous", "single:channels_last:nhwc_loss",
-               "single:channels_last:bf16", "single:channels_last:compiled"]
+               "single:channels_last:bf16", "single:channels_last:nhwc_loss+bf16", "single:channels_last:compiled"]
     studies = [(32, args.investigate_threads, singles + ["grouped:channels_last", "grouped:contiguous", "vmap"]),
                (128, args.investigate_threads, singles)]
     for size, threads, variants in studies:
@@ -890,7 +895,7 @@ def investigate(args, col: Collector, log_dir: Path) -> dict:
             if size == 32:
                 eq = w.call("equivalence")
                 for key, val in eq.items():
-                    if key not in ("ok", "load1", "hwm_kib", "rss_before_kib"):
+                    if key.endswith("_diff") or key == "max_abs_weight":
                         col.add(setting, "kdad", f"equivalence:{key}", val, "", threads=threads,
                                 note="after 3 Adam steps, same init and batches as separate training")
                 found["equivalence"] = eq
@@ -1085,6 +1090,19 @@ def verdicts(rows: list[dict], proto: dict, extra: dict) -> list[str]:
             lines.append(f"peak RSS {r['setting']}: kdad {r['value']:.0f} MiB vs reference "
                          f"{r['value'] / r['ratio_kdad_over_reference']:.0f} MiB "
                          f"({'met' if r['ratio_kdad_over_reference'] <= 1 else 'NOT met'}: no higher)")
+    f = extra.get("flops", {}).get("fmnist_vgg16_32")
+    r = get.get(("fmnist_vgg16_32", "kdad", "train_images_per_s", "", ""))
+    if proto and f and r:
+        P, fk, fr = PROTOCOL, f["kdad"], f["reference"]
+        fe = (fr - fk) / 3  # the expert's forward (a step is 3 × the forward)
+        models = 3 * P["classes"]
+        k_flop = models * (KDAD_EPOCHS * P["train_per_class"] * fk + P["test_images"] * fk / 3) \
+            + (P["train_total"] + P["test_images"]) * fe
+        r_flop = models * (OFFICIAL_EPOCHS * P["train_per_class"] * fr + OFFICIAL_TEST_PASSES * P["test_images"] * fr / 3)
+        lines.append(f"FLOPs of the protocol, 3 seeds: kdad {k_flop / 1e12:,.0f} TFLOP, reference {r_flop / 1e12:,.0f} "
+                     f"TFLOP → {r_flop / k_flop:.1f}× at equal GFLOP/s; kdad's cloner runs at "
+                     f"{r['value'] * fk / 1e9:.0f} GFLOP/s per job here; 3 seeds in 1 h would need "
+                     f"{k_flop / 3600 / 1e9:.0f} GFLOP/s sustained")
     hb = extra.get("hint_bytes", {}).get("fmnist_vgg16_32")
     if hb:
         lines.append(f"memory of kdad's features job at (a): build_hint_cache holds the float16 hints of all 70,000 "
