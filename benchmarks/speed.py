@@ -20,15 +20,21 @@ weights; timing does not depend on the values, and every row says so). Images ar
 each measurement's image count is in its row. The kdad worker holds hint caches of the full
 dataset size (the hints of ``--hint-images`` images, repeated), so its memory is that of a real run.
 
-Also: 1 vs 2 threads (and 2 concurrent 1-thread jobs) for kdad's training at 32×32, the paper's
-whole Fashion-MNIST protocol extrapolated from the measured per-epoch and per-pass times, and with
-``--investigate`` several cloners trained in one pass (grouped convolutions, ``torch.func.vmap``),
-``torch.compile`` of the training step and channels_last vs contiguous.
+Also: 1 vs 2 threads (and 2 concurrent 1-thread jobs) for both paths' training at 32×32, the
+paper's whole Fashion-MNIST protocol extrapolated from the measured per-epoch and per-pass times,
+and with ``--investigate`` several cloners trained in one pass (grouped convolutions,
+``torch.func.vmap``), ``torch.compile`` of the training step, channels_last vs contiguous, the loss in
+channels_last element order, float16 targets and bf16 autocast.
+
+Every timed operation is first run once at a small size (warm-up); its repeats then use as many
+images as fit in ``--budget`` seconds, so the run's length does not grow with the machine's load.
+Each path runs ``--threads`` torch threads (default 1: on the shared 2-core machine one job of two
+threads trains 3-10× slower than one thread, see the thread study).
 
 Writes ``results/bench.csv`` (one row per setting × path × measure) and prints Markdown tables.
 
-    python benchmarks/speed.py                   # the default run (minutes on 2 cores)
-    python benchmarks/speed.py --investigate     # + multi-model / compile / memory-format studies
+    python benchmarks/speed.py                   # the default run (≈ 10 min on the shared 2 cores)
+    python benchmarks/speed.py --investigate     # + multi-model / compile / layout / precision (+ ≈ 8 min)
     python benchmarks/speed.py --quick --out /tmp/bench.csv   # minuscule sizes (smoke test)
 """
 
@@ -369,7 +375,8 @@ class InvestigateWorker:
     def _single(self, fmt: str, option: str = ""):
         """One cloner (kdad's), in ``fmt``; ``option`` ("+"-joined): compiled (torch.compile of forward
         + loss), nhwc_loss (the loss over the hints in their channels_last element order, targets
-        stored so: the same sums, no layout copies in the backward of the hint pools), bf16 (autocast)."""
+        stored so: the same sums, no layout copies in the backward of the hint pools), bf16 (autocast),
+        f16_targets (the targets held as float16, each batch's converted: half the training memory)."""
         cl = self.build_cloner().train()
         if fmt == "contiguous":
             cl.to(memory_format=torch.contiguous_format)
@@ -378,6 +385,8 @@ class InvestigateWorker:
         fmt_ = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
         options = set(option.split("+")) - {""}
         targets = self.t_nhwc if "nhwc_loss" in options else self.t
+        if "f16_targets" in options:  # targets kept as the float16 cache, converted per batch
+            targets = [h.half() for h in targets]
 
         def fwd(x, *t):
             out = cl(x)
@@ -389,7 +398,7 @@ class InvestigateWorker:
         def step(b):
             i = self.idx[0][b]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in options):
-                loss = f(self.x[i].contiguous(memory_format=fmt_), *[h[i] for h in targets])
+                loss = f(self.x[i].contiguous(memory_format=fmt_), *[h[i].float() for h in targets])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -873,7 +882,8 @@ def investigate(args, col: Collector, log_dir: Path) -> dict:
     """Several cloners per pass (grouped convs, vmap), torch.compile, channels_last vs contiguous."""
     found = {}
     singles = ["single:channels_last", "single:contiguous", "single:channels_last:nhwc_loss",
-               "single:channels_last:bf16", "single:channels_last:nhwc_loss+bf16", "single:channels_last:compiled"]
+               "single:channels_last:f16_targets", "single:channels_last:bf16", "single:channels_last:nhwc_loss+bf16",
+               "single:channels_last:compiled"]
     studies = [(32, args.investigate_threads, singles + ["grouped:channels_last", "grouped:contiguous", "vmap"]),
                (128, args.investigate_threads, singles)]
     for size, threads, variants in studies:
