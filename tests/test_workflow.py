@@ -257,6 +257,7 @@ VOLATILE = ("train_seconds", "train_images_per_second", "score_images_per_second
 
 
 def _small_config(tmp_path: Path, seed: int) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load(_tiny_config(tmp_path).read_text())
     data["seeds"] = [seed]
     data["datasets"] = {"textures": {**data["datasets"]["textures"], "protocols": ["one-class"],
