@@ -41,7 +41,7 @@ class DatasetSpec:
 
     kind: "semantic" (classes; the protocol picks which are anomalous) or "defect".
     categories: class names (semantic) or object/texture categories (defect), in label order.
-    image_size: the model input side the paper uses for it (PAPER.md).
+    image_size: the model input side the paper uses for it (see docs/method.md).
     channels: 1 or 3, as stored.
     has_masks: whether the test split carries pixel masks.
     pooled: True when the dataset has no official train/test split (HeadCT, BrainMRI): every image
