@@ -66,6 +66,9 @@ STAGES = {
         "lam0.5": {"lam": 0.5},
         "lam0.5-normalized": {"lam": 0.5, "normalize": True},
         "official": {},
+        # 200 tiles make 3 steps per epoch at batch 64: smaller batches, more steps for the same images
+        "lam0.5-bs16": {"lam": 0.5, "batch_size": 16},
+        "official-bs16": {"batch_size": 16},
     },
 }
 

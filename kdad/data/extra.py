@@ -506,13 +506,17 @@ def prepare_head_ct(req: PrepareRequest) -> PreparedDataset:
                            f"{', '.join(files[i].name for i in extra[:10])}{' ...' if len(extra) > 10 else ''}; "
                            "remove them or restore the original labels.csv")
     ids = sorted(labels)
-    size = req.image_size
-    images = _stack_resized((_read_gray(files[i]) for i in ids), size, crop_square=False)
-    anomalous = np.array([labels[i] == 1 for i in ids], dtype=bool)
-    test = ImageSet(images, np.zeros(len(ids), dtype=np.int64), anomalous,
-                    np.where(anomalous, "hemorrhage", "good"), np.zeros((len(ids), size, size), dtype=np.uint8))
-    return PreparedDataset("head_ct", "defect", ["head_ct"], _empty_defect_train(1, size), test,
-                           {"pooled": True})
+    return _pooled("head_ct", [files[i] for i in ids], [labels[i] == 1 for i in ids], "hemorrhage", req.image_size)
+
+
+def _pooled(name: str, paths, anomalous, defect: str, size: int) -> PreparedDataset:
+    """A set without an official split (HeadCT, BrainMRI): every image in ``test``, no masks; the
+    protocol draws the split from the run's seed."""
+    images = _stack_resized((_read_gray(p) for p in paths), size, crop_square=False)
+    anomalous = np.array(anomalous, dtype=bool)
+    test = ImageSet(images, np.zeros(len(paths), dtype=np.int64), anomalous,
+                    np.where(anomalous, defect, "good"), np.zeros((len(paths), size, size), dtype=np.uint8))
+    return PreparedDataset(name, "defect", [name], _empty_defect_train(1, size), test, {"pooled": True})
 
 
 register(DatasetSpec(
@@ -543,13 +547,7 @@ def prepare_brain_mri(req: PrepareRequest) -> PreparedDataset:
             raise DatasetError(f"brain_mri: {folder / sub} holds no images; restore the Kaggle folder")
         paths += files
         anomalous += [is_anomalous] * len(files)
-    size = req.image_size
-    images = _stack_resized((_read_gray(p) for p in paths), size, crop_square=False)
-    anomalous = np.array(anomalous, dtype=bool)
-    test = ImageSet(images, np.zeros(len(paths), dtype=np.int64), anomalous,
-                    np.where(anomalous, "tumor", "good"), np.zeros((len(paths), size, size), dtype=np.uint8))
-    return PreparedDataset("brain_mri", "defect", ["brain_mri"], _empty_defect_train(1, size), test,
-                           {"pooled": True})
+    return _pooled("brain_mri", paths, anomalous, "tumor", req.image_size)
 
 
 register(DatasetSpec(
