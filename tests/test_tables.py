@@ -299,3 +299,23 @@ def test_every_table_renders_to_markdown_and_latex(tables):
         md, tex = to_markdown(t), to_latex(t)
         assert md.startswith(f"**{t.name}**") and "|" in md
         assert r"\begin{tabular}" in tex and "tab:" + t.name.replace("_", "-") in tex
+
+
+def test_captions_name_every_departure_from_the_papers_mkd():
+    from kdad.tables.results import departures
+    base = dict(dataset="fashion_mnist", method="mkd", **{"opt.expert": "vgg16", "opt.epochs": 51,
+                                                          "opt.normalize": "False", "opt.batch_size": 64,
+                                                          "opt.cloner_head": "relu", "opt.bn_recalibrate": "False"})
+    assert departures(pd.DataFrame([base])) is None          # the paper's own settings: nothing to say
+    ours = {**base, "opt.expert": "efficientnet_lite0", "opt.epochs": 8.0, "opt.normalize": "True",
+            "opt.cloner_head": "auto"}
+    note = departures(pd.DataFrame([ours, {**ours, "method": "knn", "opt.epochs": 99}]))
+    for part in ("efficientnet_lite0 instead of VGG16", "linear hint head", "8 epochs instead of 51",
+                 "normalised"):
+        assert part in note
+    assert "99" not in note and "batch" not in note          # only MKD's options count
+    tex = departures(pd.DataFrame([{**ours, "dataset": "textures", "opt.normalize": "False", "opt.epochs": 10,
+                                    "opt.batch_size": 16, "opt.bn_recalibrate": "True"}]))
+    for part in ("stand in for MVTec AD", "10 epochs instead of 601", "batch 16 instead of 64", "BatchNorm"):
+        assert part in tex
+    assert "normalised" not in tex

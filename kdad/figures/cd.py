@@ -74,8 +74,8 @@ def cd_figures(runs: pd.DataFrame) -> Iterator[Figure]:
         ax.text(x_text + (-0.05 if left else 0.05), y, f"{name} ({r:.2f})", ha="right" if left else "left",
                 va="center", fontsize=8)
     sets = ", ".join(dataset_label(d) for d in ra.datasets)
-    title = (f"Critical difference of image AUROC ranks: k = {k} methods, N = {res.n_blocks} (dataset, protocol, "
-             f"category) blocks where all ran; Friedman p = {fmt_p(res.p_value)}; Nemenyi α = {res.alpha:g}")
+    title = (f"Critical difference of image AUROC ranks ({sets}): k = {k} methods, N = {res.n_blocks} (dataset, "
+             f"protocol, category) blocks where all ran; Friedman p = {fmt_p(res.p_value)}; Nemenyi α = {res.alpha:g}")
     ax.set_title(wrap(title, 7.0), fontsize=8)
     caption = (f"{title}. Datasets: {sets}; values averaged over {seed_phrase(ra.seeds)}"
                + (f"; left out for too few blocks: {', '.join(ra.dropped)}" if ra.dropped else "") + ".")

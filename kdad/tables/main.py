@@ -21,6 +21,7 @@ from kdad.tables.results import (
     PIXEL_METRICS,
     dataset_label,
     datasets,
+    departures,
     main_rows,
     ordered,
     protocols,
@@ -162,7 +163,9 @@ def main_tables(runs: pd.DataFrame, paper: pd.DataFrame) -> list[Table]:
             base = f"{dataset_label(dataset)}, {protocol}"
             run = f"Run: {run_caption(rows)}."
             stem = f"main_{slug(dataset)}_{slug(protocol)}"
-            t = _table(stem, f"{base}: image AUROC (%). {run}", rows, ["image_auroc"], paper, dataset, protocol)
+            differ = [d for d in (departures(rows),) if d]
+            t = _table(stem, f"{base}: image AUROC (%). {run}", rows, ["image_auroc"], paper, dataset, protocol,
+                       differ)
             if t is not None:
                 tables.append(t)
             pix = [m for m in PIXEL_METRICS if m in rows and rows[m].notna().any()]
@@ -173,7 +176,7 @@ def main_tables(runs: pd.DataFrame, paper: pd.DataFrame) -> list[Table]:
                            ["pixel AUROC, AP and F1-max count every pixel of every test image; AU-PRO is the "
                             "normalised area under the per-region-overlap curve up to 30 % FPR; the paper pixel "
                             "metric is the MKD paper's own ROC-AUC on defective images only (1000 thresholds, "
-                            "3×3 opening)."])
+                            "3×3 opening).", *differ])
                 if t is not None:
                     tables.append(t)
             t = metrics_table(rows, paper, dataset, protocol, f"metrics_{slug(dataset)}_{slug(protocol)}", run)

@@ -68,8 +68,9 @@ def rank_analysis(runs: pd.DataFrame, value: str = "image_auroc", alpha: float =
             break
     sel = avg[avg["variant"].isin(methods)]
     res = friedman_nemenyi(sel, value, block_on=BLOCKS, entity="variant", alpha=alpha)
+    used = table[methods].dropna().index.get_level_values("dataset") if len(table) else []
     return RankAnalysis(res, value, methods, dropped, counts, sorted(set(main["seed"].astype(int))),
-                        sorted(set(main["dataset"])))
+                        sorted(set(used)))  # the datasets of the blocks ranked, not every dataset run
 
 
 def ranks_table(runs: pd.DataFrame) -> Table | None:

