@@ -12,6 +12,7 @@ rule train:
     params:
         options=train_params,
     threads: CFG.threads
+    priority: 1  # training before evaluation: the long jobs first, the short ones fill the gaps
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
