@@ -4,6 +4,9 @@
     python -m benchmarks.reference_check --folder DIR --categories brick grass \
         [--image-size 64] [--stfpm-epochs 20] [--out results/reference_check.csv]
     python -m benchmarks.reference_check --generate-textures 0 --categories brick grass   # kdad's textures
+    # the committed results/reference_check.csv:
+    python -m benchmarks.reference_check --generate-textures 0 --categories brick coins --image-size 128 \
+        --stfpm-epochs 10 --patchcore-seeds 1
 
 Any MVTec-format folder (``<category>/train/good``, ``<category>/test/<defect>``,
 ``<category>/ground_truth/<defect>``) works; ``--generate-textures SEED`` first writes kdad's
