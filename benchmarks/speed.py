@@ -53,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,15 +310,6 @@ class ReferenceWorker:
 # ---------------------------------------------------------------------------- investigations
 
 
-def _plain_forward(self, x):  # Cloner.forward without the channels_last conversion (vmap, contiguous)
-    out = []
-    for i, layer in enumerate(self.features):
-        x = layer(x)
-        if i in self.tap:
-            out.append(x)
-    return out
-
-
 class GroupedCloner(torch.nn.Module):
     """K cfg-B cloners as one network: every conv/BN has K× the channels, convs use groups=K."""
 
@@ -343,7 +333,9 @@ class GroupedCloner(torch.nn.Module):
         self.tap, self.k = cloners[0].tap, k
 
     def forward(self, x):  # x [N, K*3, H, W] → per hint [K, N, C, h, w]
-        return [h.unflatten(1, (self.k, -1)).transpose(0, 1) for h in _plain_forward(self, x)]
+        from kdad.cloner import Cloner
+
+        return [h.unflatten(1, (self.k, -1)).transpose(0, 1) for h in Cloner.taps(self, x)]  # the same layer walk
 
 
 class InvestigateWorker:
@@ -380,7 +372,7 @@ class InvestigateWorker:
         cl = self.build_cloner().train()
         if fmt == "contiguous":
             cl.to(memory_format=torch.contiguous_format)
-            cl.forward = types.MethodType(_plain_forward, cl)
+            cl.forward = cl.taps  # no channels_last conversion (vmap, contiguous)
         opt = torch.optim.Adam(cl.parameters(), lr=1e-3)
         fmt_ = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
         options = set(option.split("+")) - {""}
@@ -426,7 +418,7 @@ class InvestigateWorker:
         cloners = [self.build_cloner().train() for _ in range(self.k)]
         params, buffers = stack_module_state(cloners)
         base = copy.deepcopy(cloners[0]).to("meta")
-        base.forward = types.MethodType(_plain_forward, base)
+        base.forward = base.taps
         opt = torch.optim.Adam(params.values(), lr=1e-3)
 
         def one(p, bf, x, *t):
@@ -520,7 +512,7 @@ class InvestigateWorker:
         cl = copy.deepcopy(init)
         params, buffers = stack_module_state(cl)
         base = copy.deepcopy(cl[0]).to("meta")
-        base.forward = types.MethodType(_plain_forward, base)
+        base.forward = base.taps
         opt = torch.optim.Adam(params.values(), lr=1e-3)
         v_losses = []
         for b in range(steps):

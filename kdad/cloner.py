@@ -87,7 +87,10 @@ class Cloner(nn.Module):
         self.to(memory_format=torch.channels_last)  # faster on CPU; see Expert.freeze
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = x.contiguous(memory_format=torch.channels_last)
+        return self.taps(x.contiguous(memory_format=torch.channels_last))
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The hint outputs for ``x`` in whatever memory layout it comes (``forward`` makes it channels-last)."""
         out = []
         for i, layer in enumerate(self.features):
             x = layer(x)
