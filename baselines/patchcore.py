@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines._common import (ExpertHints, check_images, chunked_min_dist, gaussian_blur, require,
-                               seed_everything)
+                               resize_maps, seed_everything)
 from kdad.methods import Detector, MethodSpec, evaluation_field, register_method
 
 AGGREGATIONS = ("anomalib", "valid")
@@ -157,7 +157,7 @@ class PatchCore(Detector):
         if self.config.map_upsample == "nearest":   # anomalib: F.interpolate's default mode
             maps = F.interpolate(dist[:, None], size=size, mode="nearest")[:, 0]
         else:
-            maps = F.interpolate(dist[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            maps = resize_maps(dist, size)
         maps = maps.cpu().numpy().astype(np.float32)
         # anomalib's Gaussian: radius 4σ, borders mirrored without repeating the edge (scipy's "mirror")
         return gaussian_blur(maps, self.config.blur_sigma, mode="mirror").astype(np.float32)
