@@ -183,9 +183,15 @@ def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
     return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
 
 
+def _local_var(a: np.ndarray, k: int = 8) -> np.ndarray:
+    """Variance over the k x k window around every pixel (mirrored borders), per channel of [H, W, C]."""
+    size = (k, k) + (1,) * (a.ndim - 2)
+    m = ndimage.uniform_filter(a, size, mode="reflect")
+    return np.maximum(ndimage.uniform_filter(a * a, size, mode="reflect") - m * m, 0)
+
+
 def _local_std(luma: np.ndarray, k: int = 8) -> np.ndarray:
-    m = ndimage.uniform_filter(luma, k, mode="reflect")
-    return np.sqrt(np.maximum(ndimage.uniform_filter(luma * luma, k, mode="reflect") - m * m, 0))
+    return np.sqrt(_local_var(luma, k))
 
 
 def _grid_edges(n: int, tile: int) -> np.ndarray:
@@ -656,8 +662,7 @@ def local_std(clean: np.ndarray, mask: np.ndarray, region: np.ndarray | None = N
         near &= region
     near = near if near.any() else mask
     f = clean.astype(np.float64)
-    m = ndimage.uniform_filter(f, (8, 8, 0), mode="reflect")
-    var = np.maximum(ndimage.uniform_filter(f * f, (8, 8, 0), mode="reflect") - m * m, 0).mean(axis=2)
+    var = _local_var(f).mean(axis=2)
     px = f[near]
     return max(MIN_LOCAL_STD, float(np.sqrt(np.median(var[near])))), px.mean(axis=0), px.std(axis=0)
 
