@@ -28,7 +28,7 @@ per epoch in ``results/baseline_budgets.csv``):
   epoch; the L2 loss falls by < 2 % per epoch from epoch 17 on, image AUROC 87.3 / 85.7 / 84.8 /
   83.1 after 5 / 10 / 20 / 40 epochs; SSIM 81.4 / 77.6 / 73.7 / 72.0 after 5 / 10 / 20 / 30 (an
   autoencoder that reconstructs better also reconstructs anomalies better). ~20 epochs suffice
-  there (set them per dataset: ``datasets.<name>.epochs`` or the variant's ``epochs``). With 400
+  there (set them per dataset, ``overrides: {ae_l2: {epochs: 20}}``, or in the variant). With 400
   images (7 steps an epoch, 0.12 s / 0.2 s per epoch) the loss falls < 1 % per epoch from epoch 44
   (L2) / 58 (SSIM); AUROC L2 87.4 / 87.1 / 86.7 after 20 / 50 / 100, SSIM 79.0 / 80.5 / 80.0.
 * textures, 200 tiles (4 steps an epoch): the loss first sits at the mean-image plateau for
