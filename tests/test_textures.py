@@ -177,12 +177,13 @@ def test_masks_are_where_the_defects_are_and_levels_hold(gen):
     assert means[0] > means[1] > means[2] > 5  # easy > medium > subtle, subtle still several grey levels
 
 
-# Reserving a development strip leaves each part too few block layouts on the small (512 px)
-# photos and the fundus disc for the split to match the mean luma of train and test as the whole
-# photo did (see the package docstring): these (part, category) pairs fail the checks below with
-# seed 0; strict, so a fix that makes them pass shows up.
-MISMATCHED = {("report", "brick"), ("report", "grass"), ("report", "gravel"), ("report", "tissue"),
-              ("report", "retina"), ("dev", "brick"), ("dev", "grass"), ("dev", "gravel"), ("dev", "tissue"),
+# With a development strip reserved, each part has fewer block layouts to choose from. Flat-field
+# correction (photos.load_photo) removes the brightness gradients that made brick, grass and
+# gravel fail; the fundus's vessel density varies across the disc (retina: local std 1.35-1.45x),
+# tissue's staining texture slightly (1.12x), and the development parts are narrow strips. These
+# (part, category) pairs fail the checks below with seed 0 (the package docstring says so); strict,
+# so a fix that makes them pass shows up.
+MISMATCHED = {("report", "tissue"), ("report", "retina"), ("dev", "grass"), ("dev", "gravel"), ("dev", "tissue"),
               ("dev", "retina")}
 
 
