@@ -31,4 +31,4 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} -m kdad report --results {RESULTS} --out {REPORT} --examples {input.examples} 2>&1 | tee {log}"
+        "{PY:q} -m kdad report --results {RESULTS:q} --out {REPORT:q} --examples {input.examples:q} 2>&1 | tee {log:q}"

@@ -89,6 +89,21 @@ CONFIG_CASES = {
     "unknown localisation method": ({"methods.mkd.localization": "gradcam"}, ConfigError, r"localization must be one of"),
     "own MVTec folder without categories": ({"datasets.mvtec_folder": {"source": "x"}}, Exception,
                                             r"list the categories of your data"),
+    "variant name with shell syntax": ({"methods.v||touch$IFS\"x\";#": {"method": "mkd"}}, ConfigError,
+                                       r"config.methods: 'v\|\|touch\$IFS\"x\";#' is not a usable name"),
+    "variant name with a slash": ({"methods.a/b": {"method": "mkd"}}, ConfigError, r"'a/b' is not a usable name"),
+    "variant name starting with a dot": ({"methods": {"mkd": {"method": "mkd"}, "..": {"method": "mkd"}}},
+                                         ConfigError, r"'\.\.' is not a usable name"),
+    "variant names differing only in case": ({"methods.MKD": {"method": "mkd"}}, ConfigError,
+                                             r"'mkd' and 'MKD' both map to the name 'mkd'"),
+    "protocol with a space": ({"datasets.mnist5k.protocols": ["one-class", "a b"]}, ConfigError,
+                              r"protocols: 'a b' is not a usable name"),
+    "own categories differing only in case": (
+        {"datasets.mvtec_folder": {"source": "x", "categories": ["Wood", "wood"]}}, ConfigError,
+        r"categories: 'Wood' and 'wood' both map to the name 'wood'.*model file"),
+    "own categories with the same slug": (
+        {"datasets.mvtec_folder": {"source": "x", "categories": ["läder", "lüder"]}}, ConfigError,
+        r"'läder' and 'lüder' both map to the name 'l_der'"),
     "resources for an unknown rule": ({"datasets.mnist5k.resources": {"training": {"mem_mb": 1}}}, ConfigError,
                                       r"unknown rule"),
 }
