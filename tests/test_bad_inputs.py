@@ -307,7 +307,7 @@ def test_a_diverging_training_is_one_line_and_saves_nothing(tmp_path, lite0_rand
     with pytest.raises(TrainingError, match=r"loss became (nan|inf).*lr=1e\+30.*smaller learning rate") as err:
         model.fit(images, seed=0, checkpoint=tmp_path / "ck.pt")
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "ck.pt").exists() or torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] < 2
+    assert not (tmp_path / "ck.pt").exists() or torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] < 2
 
 
 def test_a_model_file_of_other_options_or_broken_is_refused(tmp_path, lite0_random):
@@ -323,6 +323,49 @@ def test_a_model_file_of_other_options_or_broken_is_refused(tmp_path, lite0_rand
         MKD(cfg, expert=lite0_random).load(path)
     with pytest.raises(ModelFileError, match="no such model file; run the train step"):
         MKD(cfg, expert=lite0_random).load(tmp_path / "absent.pt")
+
+
+class _Planted:
+    """Unpickling this object opens (creates) ``marker``: a stand-in for any code a planted .pt runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _plant(path: Path, marker: Path, blob: dict) -> Path:
+    torch.save({**blob, "payload": _Planted(marker)}, path)
+    return path
+
+
+def test_the_planted_payload_would_run_without_weights_only(tmp_path):
+    """The control for the two tests below: the payload is live (it runs with weights_only=False)."""
+    _plant(tmp_path / "p.pt", tmp_path / "ran", {})
+    torch.load(tmp_path / "p.pt", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_model_file_holding_code_is_refused_and_not_run(tmp_path, lite0_random):
+    from kdad.mkd import MKD, MKDConfig
+    cfg = MKDConfig(expert="efficientnet_lite0_random", epochs=1, batch_size=8)
+    path = _plant(tmp_path / "m.pt", tmp_path / "ran", {"format": 1, "state": {}})
+    with pytest.raises(ModelFileError, match=r"m.pt: refusing to read this model file: it holds objects other than "
+                                             r"tensors and plain data.*delete it") as err:
+        MKD(cfg, expert=lite0_random).load(path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_checkpoint_holding_code_is_refused_and_not_run(tmp_path, lite0_random):
+    from kdad.mkd import MKD, MKDConfig
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    ckpt = _plant(tmp_path / "ck.pt", tmp_path / "ran", {"epoch": 1})
+    model = MKD(MKDConfig(expert="efficientnet_lite0_random", epochs=1, batch_size=8), expert=lite0_random)
+    with pytest.raises(TrainingError, match=r"refusing to resume from .*ck.pt.*delete it"):
+        model.fit(images, seed=0, checkpoint=ckpt)
+    assert not (tmp_path / "ran").exists()
 
 
 # ------------------------------------------------------------------------------ output folders
