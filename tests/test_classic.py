@@ -98,15 +98,3 @@ def test_debian_copy_is_recognised_by_content():
     spec = get_dataset("fashion_mnist")
     assert spec.categories[0] == "T-shirt/top" and spec.image_size == 32
 
-
-def test_isolation_trees_score_exactly_as_scikit_learns_forest():
-    """The Isolation Forest is stored as arrays and scored without scikit-learn: bit for bit the same."""
-    from sklearn.ensemble import IsolationForest
-
-    from baselines.classic import IsolationTrees
-    rng = np.random.default_rng(0)
-    for n, d in ((300, 5), (100, 784), (3, 4)):
-        x, test = rng.normal(size=(n, d)), rng.normal(size=(400, d)) * 1.5
-        forest = IsolationForest(n_estimators=50, max_samples=min(256, n), random_state=1).fit(x)
-        trees = IsolationTrees.from_state(IsolationTrees.from_forest(forest).state())
-        np.testing.assert_array_equal(trees.score_samples(test), forest.score_samples(test))
