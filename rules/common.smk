@@ -131,4 +131,4 @@ def example_files():
 
 
 def all_targets():
-    return [RESULTS / "runs.csv", REPORT / "index.md"]
+    return [RESULTS / "runs.csv", REPORT / "index.md", WORK / "report_figures"]

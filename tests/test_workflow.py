@@ -323,3 +323,17 @@ def test_folders_with_spaces_and_shell_syntax_are_quoted_and_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(pd.read_csv(odd / "r" / "runs.csv")) == 1 and (odd / "p" / "index.md").is_file()
     assert not list(ROOT.glob(f"**/{marker}")) and not list(tmp_path.glob(f"**/{marker}"))
+
+
+def test_a_report_job_keeps_the_users_own_files_in_the_report_folder(tiny_run):
+    """report/figures/ is no directory() output any more: Snakemake used to empty it before every
+    report job. Forcing the report job again keeps a user's file there and in report/."""
+    work, config = tiny_run
+    report = work / "report"
+    (report / "figures" / "my_own.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (report / "my_notes.md").write_text("mine")
+    proc = _snakemake("--configfile", str(config), "--cores", "1", "--quiet", "--forcerun", "report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (report / "figures" / "my_own.png").is_file() and (report / "my_notes.md").read_text() == "mine"
+    assert list((work / "report_figures").glob("maps_textures_*.png"))  # what `snakemake --report` collects
+    assert not (work / "report_figures" / "my_own.png").exists()
