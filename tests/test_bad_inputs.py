@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -207,6 +208,47 @@ def test_an_own_folder_with_a_missing_category_names_what_it_found(tmp_path):
     tree = _mvtec_tree(tmp_path / "mine", ("knob",))
     with pytest.raises(DatasetError, match=r"panel: category folder missing \(found: knob\)"):
         get_dataset("mvtec_folder").prepare(PrepareRequest(tmp_path / "root", 32, tree, categories=("knob", "panel")))
+
+
+def _tar(archive: Path, tree: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(tree, arcname="mine")
+    return archive
+
+
+def test_an_archive_never_replaces_a_folder_kdad_did_not_create(tmp_path):
+    """<data_root>/mvtec_folder/<name> holding the user's own files is refused, not deleted; a folder
+    kdad extracted (it has the marker) is replaced when the archive changes."""
+    from kdad.data import get_dataset
+    spec = get_dataset("mvtec_folder")
+    archive = _tar(tmp_path / "mine.tar.gz", _mvtec_tree(tmp_path / "mine", ("knob",)))
+    own = tmp_path / "root" / "mvtec_folder" / "mine"
+    own.mkdir(parents=True)
+    (own / "precious.txt").write_text("mine")
+    with pytest.raises(DatasetError, match=r"refusing to extract .*mine.tar.gz into .*mine: it exists and kdad did "
+                                           r"not create it"):
+        spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",)))
+    assert (own / "precious.txt").read_text() == "mine"
+    (own / "precious.txt").unlink()
+    own.rmdir()
+    assert spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",))).categories == ["knob"]
+    os.utime(archive, ns=(1, 1))  # another archive under the same name: the kdad folder is re-extracted
+    assert spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",))).categories == ["knob"]
+    assert (own / ".kdad-extracted").is_file()
+
+
+@pytest.mark.parametrize("name", [".hidden.tar.gz", "..tar.gz", "my data (v2).tar.gz"])
+def test_an_archive_name_gives_a_safe_folder_of_its_own(tmp_path, name):
+    """`.hidden.tar` used to extract into <data_root>/mvtec_folder itself (and delete it first)."""
+    from kdad.data import get_dataset
+    archive = _tar(tmp_path / name, _mvtec_tree(tmp_path / "mine", ("knob",)))
+    parent = tmp_path / "root" / "mvtec_folder"
+    parent.mkdir(parents=True)
+    (parent / "precious.txt").write_text("mine")
+    ds = get_dataset("mvtec_folder").prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",)))
+    assert ds.categories == ["knob"] and (parent / "precious.txt").read_text() == "mine"
+    (folder,) = [p for p in parent.iterdir() if p.is_dir()]
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", folder.name) and (folder / ".kdad-extracted").is_file()
 
 
 def test_a_corrupt_own_archive_is_one_error_and_leaves_no_folder(tmp_path):
