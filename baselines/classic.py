@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from baselines._common import ExpertHints, check_images, pixels01, pooled, require, seed_everything
-from kdad.methods import Detector, MethodSpec, register_method
+from kdad.methods import Detector, MethodSpec, ModelFileError, register_method
 
 FEATURES = ("pixels", "expert")
 
@@ -145,6 +145,86 @@ class PCA:
         z = (np.asarray(x, dtype=np.float64) - self.mean_) @ self.components_
         return z / np.sqrt(np.maximum(self.explained_variance_, 1e-300)) if self.whiten else z
 
+    # stored as plain data (kdad.methods.to_plain), not as a pickled object
+    def state(self) -> dict:
+        return dict(vars(self))
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PCA":
+        pca = cls(int(state["dims"]), whiten=bool(state["whiten"]), floor=float(state["floor"]))
+        pca.mean_, pca.components_ = np.asarray(state["mean_"]), np.asarray(state["components_"])
+        pca.explained_variance_, pca.n_components_ = np.asarray(state["explained_variance_"]), int(state["n_components_"])
+        return pca
+
+
+def _average_path_length(n: np.ndarray) -> np.ndarray:
+    """c(n), the mean path length of an unsuccessful search in a binary search tree of n points
+    (Liu et al. 2008), with c(≤1) = 0 and c(2) = 1: the same arithmetic as scikit-learn's."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros(n.shape)
+    out[n == 2] = 1.0
+    big = n > 2
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+class IsolationTrees:
+    """A fitted scikit-learn IsolationForest as arrays (its trees' nodes), scored without it.
+
+    ``score_samples`` reproduces scikit-learn's (float32 inputs compared with float64 thresholds,
+    depth + c(leaf size) − 1 summed tree by tree, 2^(−mean / c(ψ))), so a model stored as plain
+    data scores exactly as the forest it came from."""
+
+    KEYS = ("left", "right", "feature", "threshold", "leaf_depth")
+
+    def __init__(self, trees: list[dict], max_samples: int) -> None:
+        self.trees, self.max_samples = trees, int(max_samples)
+
+    @classmethod
+    def from_forest(cls, forest) -> "IsolationTrees":
+        if forest._max_features != forest.n_features_in_:
+            raise ValueError("IsolationTrees stores forests that use every feature (max_features=1.0)")
+        trees = []
+        for est in forest.estimators_:
+            t = est.tree_
+            leaf_depth = t.compute_node_depths() + _average_path_length(t.n_node_samples) - 1.0
+            trees.append({"left": t.children_left.astype(np.int64), "right": t.children_right.astype(np.int64),
+                          "feature": t.feature.astype(np.int64), "threshold": t.threshold.astype(np.float64),
+                          "leaf_depth": leaf_depth.astype(np.float64)})
+        return cls(trees, forest._max_samples)
+
+    def state(self) -> dict:
+        return {"trees": self.trees, "max_samples": self.max_samples}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "IsolationTrees":
+        trees = [{k: np.asarray(t[k]) for k in cls.KEYS} for t in state["trees"]]
+        for t in trees:
+            n = len(t["left"])
+            if any(len(t[k]) != n for k in cls.KEYS) or n < 1 or ((t["left"] >= n) | (t["right"] >= n)).any():
+                raise ValueError("inconsistent Isolation Forest tree arrays")
+        return cls(trees, state["max_samples"])
+
+    def _leaves(self, tree: dict, x: np.ndarray) -> np.ndarray:
+        node = np.zeros(len(x), dtype=np.int64)
+        rows = np.arange(len(x))
+        while True:
+            inner = tree["left"][node] >= 0
+            if not inner.any():
+                return node
+            i, n = rows[inner], node[inner]
+            go_left = x[i, tree["feature"][n]] <= tree["threshold"][n]
+            node[i] = np.where(go_left, tree["left"][n], tree["right"][n])
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        depths = np.zeros(len(x))
+        for tree in self.trees:
+            depths += tree["leaf_depth"][self._leaves(tree, x)]
+        denominator = len(self.trees) * float(_average_path_length(np.array([self.max_samples]))[0])
+        mean = depths / denominator if denominator != 0 else np.ones_like(depths)
+        return -(2 ** -mean)
+
 
 class _Classic(Detector):
     """Feature extraction (+ training standardisation + optional PCA) around one sklearn model."""
@@ -190,6 +270,19 @@ class _Classic(Detector):
     def score(self, images: torch.Tensor, *, hints=None) -> np.ndarray:
         return np.asarray(self._score(self._transform(self._raw(images, hints))), dtype=np.float64)
 
+    # stored as plain data (arrays, numbers), never as a pickled scikit-learn object
+    def fitted_state(self) -> dict:
+        return {"mean_": self.mean_, "std_": self.std_, "pca_": None if self.pca_ is None else self.pca_.state(),
+                "model_": self._model_state()}
+
+    def load_fitted_state(self, state: dict) -> None:
+        self.mean_, self.std_ = state["mean_"], state["std_"]
+        self.pca_ = None if state["pca_"] is None else PCA.from_state(state["pca_"])
+        try:
+            self._load_model_state(state["model_"])
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ModelFileError(f"the stored {type(self).__name__} model is inconsistent ({err}); train it again") from None
+
 
 class OCSVM(_Classic):
     def fit(self, images, *, seed: int, hints=None, checkpoint=None) -> "OCSVM":
@@ -198,6 +291,20 @@ class OCSVM(_Classic):
         x = self._prepare_fit(images, seed, hints)
         self.model_ = OneClassSVM(kernel="rbf", nu=self.config.nu, gamma=self.config.gamma).fit(x)
         return self
+
+    def _model_state(self) -> dict:
+        return self.model_.__getstate__()  # the fitted attributes: arrays, numbers, strings
+
+    def _load_model_state(self, state: dict) -> None:
+        from sklearn.svm import OneClassSVM
+
+        sv, coef = state["support_vectors_"], state["dual_coef_"]
+        if (sv.ndim != 2 or coef.shape != (1, len(sv)) or state["_dual_coef_"].shape != coef.shape
+                or len(state["support_"]) != len(sv) or state["kernel"] != "rbf"):
+            raise ValueError("support vectors, coefficients and counts disagree")
+        model = OneClassSVM.__new__(OneClassSVM)
+        model.__setstate__(dict(state))  # sets attributes only; the class is this code's, not the file's
+        self.model_ = model
 
     def _score(self, x):
         return -self.model_.decision_function(x)
@@ -215,6 +322,16 @@ class KDE(_Classic):
         self.model_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth_).fit(x)
         return self
 
+    # the density is its training points and bandwidth; loading rebuilds the (deterministic) tree
+    def _model_state(self) -> dict:
+        return {"points": np.asarray(self.model_.tree_.data), "bandwidth": self.bandwidth_}
+
+    def _load_model_state(self, state: dict) -> None:
+        from sklearn.neighbors import KernelDensity
+
+        self.bandwidth_ = float(state["bandwidth"])
+        self.model_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth_).fit(np.asarray(state["points"]))
+
     def _score(self, x):
         return -self.model_.score_samples(x)
 
@@ -224,10 +341,16 @@ class IForest(_Classic):
         from sklearn.ensemble import IsolationForest
 
         x = self._prepare_fit(images, seed, hints)
-        self.model_ = IsolationForest(n_estimators=self.config.n_estimators,
-                                      max_samples=min(self.config.max_samples, len(x)),
-                                      random_state=seed).fit(x)
+        forest = IsolationForest(n_estimators=self.config.n_estimators,
+                                 max_samples=min(self.config.max_samples, len(x)), random_state=seed).fit(x)
+        self.model_ = IsolationTrees.from_forest(forest)  # what a loaded model scores with too
         return self
+
+    def _model_state(self) -> dict:
+        return self.model_.state()
+
+    def _load_model_state(self, state: dict) -> None:
+        self.model_ = IsolationTrees.from_state(state)
 
     def _score(self, x):
         return -self.model_.score_samples(x)

@@ -35,6 +35,18 @@ from kdad.protocols import task_categories
 
 DEVICES = ("auto", "cpu", "cuda")
 RULES = ("prepare", "features", "train", "evaluate")
+# names that become file names and Snakemake wildcards (datasets, variants, protocols): no shell or
+# path syntax, so that no config value can run a command or leave its folder
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(value, where: str) -> str:
+    """``value`` if it is a safe name (letters, digits, ``_ . -``, starting with a letter or digit);
+    otherwise one :class:`ConfigError` naming it."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a usable name; it becomes a file name and a workflow "
+                          "wildcard, so use only letters, digits, '_', '.' and '-', starting with a letter or digit")
+    return value
 
 
 @dataclass
@@ -137,6 +149,7 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
     cfg = from_dict(ExperimentConfig, raw, where="config")
     parsed = {}
     for name, values in datasets.items():
+        check_name(name, "config.datasets")
         values = dict(values or {})
         if values.get("categories") == "all":
             values["categories"] = None
@@ -153,6 +166,8 @@ def _check(cfg: ExperimentConfig) -> None:
     """Everything that can be checked without data, so no job starts on a config that cannot run."""
     from kdad.methods import get_method
 
+    _check_distinct([check_name(v, "config.methods") for v in cfg.methods], "config.methods", str.lower,
+                    "variant names that differ only in case share their files on a case-insensitive file system")
     for variant, entry in cfg.methods.items():
         if not isinstance(entry, dict) or "method" not in entry:
             raise ConfigError(f"config.methods.{variant}: needs a `method:` naming a registered method")
@@ -171,7 +186,10 @@ def _check(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"config.datasets.{name}.methods: {v!r} is not an entry of config.methods "
                                   f"({sorted(cfg.methods)})")
         for p in d.protocols:
-            task_categories(spec, p, categories=list(d.categories or []))
+            check_name(p, f"config.datasets.{name}.protocols")
+            cats = task_categories(spec, p, categories=list(d.categories or []))
+            _check_distinct(cats, f"config.datasets.{name}.categories", slug,
+                            "each category's model file is named after it, and those names would be the same file")
         for method, options in (d.overrides or {}).items():
             fields = {f.name for f in dataclasses.fields(get_method(method).config)}  # unknown method → error
             if not isinstance(options, dict):
@@ -190,6 +208,16 @@ def _check(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{err} (with datasets.{name}'s settings applied)") from None
             if mspec.expert_field is not None:
                 _check_expert_size(getattr(config, mspec.expert_field), size, f"{name}/{variant}")
+
+
+def _check_distinct(names, where: str, key, why: str) -> None:
+    """One :class:`ConfigError` naming the first two of ``names`` with the same ``key``."""
+    seen: dict = {}
+    for n in names:
+        k = key(n)
+        if k in seen and seen[k] != n:
+            raise ConfigError(f"{where}: {seen[k]!r} and {n!r} both map to the name {k!r}; {why}: rename one")
+        seen.setdefault(k, n)
 
 
 def _check_expert_size(expert: str, size: int, where: str) -> None:
@@ -258,7 +286,9 @@ def expert_of(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, b
 
 
 def slug(name: str) -> str:
-    """A file-name-safe category name ("T-shirt/top" → "t-shirt_top")."""
+    """A file-name-safe category name ("T-shirt/top" → "t-shirt_top"). Lower case, so that a
+    case-insensitive file system agrees; not injective ("Wood"/"wood", "läder"/"lüder"): the config
+    check refuses categories of one dataset whose slugs collide."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_").lower() or "x"
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,67 @@ def training_options(config) -> dict:
 
 class ModelFileError(RuntimeError):
     """A saved model cannot be read or does not belong to the options it is loaded with."""
+
+
+# -- plain data: what a model file may hold ------------------------------------------------------
+# Model files and checkpoints hold only tensors, dicts with str keys, lists, str, int, float, bool
+# and None, and are read with ``torch.load(weights_only=True)``: unpickling a planted file then runs
+# no code. numpy arrays and tuples are stored as tagged dicts and restored by :func:`from_plain`.
+_ARRAY, _SCALAR, _TUPLE = "__ndarray__", "__npscalar__", "__tuple__"
+
+
+def to_plain(obj: Any, where: str = "state") -> Any:
+    """``obj`` with numpy arrays/scalars and tuples replaced by tagged plain data; anything else
+    that is not plain data (a module, an arbitrary object) is a TypeError naming where it is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
+        return {_ARRAY: torch.from_numpy(np.array(obj, copy=True, order="C"))}
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
+        return {_SCALAR: torch.from_numpy(np.asarray(obj).reshape(1).copy())}
+    if obj is None or type(obj) in (str, int, float, bool):
+        return obj
+    if isinstance(obj, tuple):
+        return {_TUPLE: [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+        return {k: to_plain(v, f"{where}.{k}") for k, v in obj.items()}
+    raise TypeError(f"{where}: a {type(obj).__name__} is not plain data (tensors, arrays, dicts, lists, str, "
+                    "numbers, None); store its state as such (see Detector.fitted_state)")
+
+
+def from_plain(obj: Any) -> Any:
+    """The inverse of :func:`to_plain`."""
+    if isinstance(obj, list):
+        return [from_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY} and isinstance(obj[_ARRAY], torch.Tensor):
+            return obj[_ARRAY].numpy()
+        if set(obj) == {_SCALAR} and isinstance(obj[_SCALAR], torch.Tensor):
+            return obj[_SCALAR].numpy()[0]
+        if set(obj) == {_TUPLE} and isinstance(obj[_TUPLE], list):
+            return tuple(from_plain(v) for v in obj[_TUPLE])
+        return {k: from_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def load_plain(path: str | os.PathLike, what: str = "model file") -> Any:
+    """``torch.load`` with ``weights_only=True``: a file holding anything but plain data (a pickled
+    object whose loading would run code) is refused with :class:`ModelFileError`, its code not run."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise ModelFileError(f"{path}: refusing to read this {what}: it holds objects other than tensors and "
+                             f"plain data, which loading could execute ({first}); kdad writes no such file — "
+                             "delete it, and train again if it should be there") from None
+    except Exception as err:  # truncated or foreign file
+        raise ModelFileError(f"{path}: not a readable kdad {what} ({type(err).__name__}: {err}); "
+                             "delete it and train again") from err
 
 
 class Detector:
@@ -108,24 +170,19 @@ class Detector:
         """Write the fitted state and the training options atomically to ``path``."""
         from kdad.training import save_atomic
 
-        state = {k: (v.to("cpu") if isinstance(v, (torch.nn.Module, torch.Tensor)) else v)
-                 for k, v in self.fitted_state().items()}
         blob = {"format": FORMAT, "class": f"{type(self).__module__}.{type(self).__qualname__}",
-                "training_options": training_options(self.config), "meta": meta or {}, "state": state}
-        save_atomic(blob, path)
-        self.to(self.device)  # the .to("cpu") above moved modules in place
+                "training_options": training_options(self.config), "meta": meta or {},
+                "state": self.fitted_state()}
+        save_atomic(to_plain(blob, where=type(self).__name__), path)
         return Path(path)
 
     def load(self, path: str | os.PathLike) -> "Detector":
         """Read a model written by :meth:`save`; its training options must equal this config's."""
         path = Path(path)
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            blob = from_plain(load_plain(path))
         except FileNotFoundError:
             raise ModelFileError(f"{path}: no such model file; run the train step first") from None
-        except Exception as err:  # truncated or foreign file
-            raise ModelFileError(f"{path}: not a readable kdad model ({type(err).__name__}: {err}); "
-                                 "delete it and train again") from err
         if not isinstance(blob, dict) or blob.get("format") != FORMAT or "state" not in blob:
             raise ModelFileError(f"{path}: not a kdad model file of format {FORMAT}; delete it and train again")
         want = f"{type(self).__module__}.{type(self).__qualname__}"

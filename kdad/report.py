@@ -8,9 +8,11 @@
   figure inline with a one-line caption and links every table;
 * ``.kdad-report-manifest``: the files this render wrote.
 
-The report never deletes what it did not write: every file is written atomically (a temporary file
-beside it, then renamed), and the only files ever removed are those the previous render listed in
-its manifest and this one no longer writes.  It refuses an ``out_dir`` that is, or contains, the
+The report never deletes or replaces what it did not write: the whole render goes to a temporary
+folder beside ``out_dir`` first and is moved into place (file by file, each an atomic rename) only
+when everything rendered; a file of ``out_dir`` that the previous render's manifest does not list is
+never overwritten (one error, nothing changed); the only files ever removed are those the previous
+render listed in its manifest and this one no longer writes.  It refuses an ``out_dir`` that is, or contains, the
 results folder, and a results folder without runs (nothing is touched then).
 
 ``examples``: ``examples.npz`` files, each of one (dataset, protocol, variant, seed), told by a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,17 +52,25 @@ class ReportError(ConfigError):
 
 # --------------------------------------------------------------------------------------- output
 class _Output:
-    """Atomic writes into ``root``, a manifest of them, and removal of the previous render's stale files."""
+    """The render goes into a temporary folder beside ``root`` (``.<name>.kdad-tmp-<pid>``); only
+    when everything rendered are its files moved into ``root`` (each by an atomic rename), so a
+    failure (an exception in a figure, a full disk) leaves the old report whole. A file of ``root``
+    that the previous render did not write (not in its manifest) is never replaced: the render stops
+    with :class:`ReportError` before moving anything. The previous render's files that this one no
+    longer writes are deleted, nothing else."""
 
     def __init__(self, root: Path):
         self.root = root
         self.manifest = root / MANIFEST
         self.old = self._read_manifest()
-        self.written: list[Path] = []
-        root.mkdir(parents=True, exist_ok=True)
-        # until the render finishes, the manifest lists the old files and every new one as it is
-        # written, so an interrupted render's files are still cleaned up by the next one
-        self._atomic(self.manifest, (_MANIFEST_HEADER + "".join(f"{p}\n" for p in sorted(self.old))).encode())
+        self.stage = root.parent / f".{root.name}.kdad-tmp-{os.getpid()}"
+        shutil.rmtree(self.stage, ignore_errors=True)
+        try:
+            self.stage.mkdir(parents=True)
+        except OSError as err:
+            raise ReportError(f"cannot create {self.stage} to render the report into ({err.strerror or err}); "
+                              "check the permissions and free space beside --out") from None
+        self.written: list[str] = []
 
     def _read_manifest(self) -> set[str]:
         if not self.manifest.is_file():
@@ -78,15 +89,35 @@ class _Output:
             tmp.unlink(missing_ok=True)
 
     def write(self, rel: str, data: bytes | str) -> Path:
-        path = self.root / rel
-        self._atomic(path, data.encode("utf-8") if isinstance(data, str) else data)
-        self.written.append(path)
-        with open(self.manifest, "a", encoding="utf-8") as f:
-            f.write(rel + "\n")
-        return path
+        path = self.stage / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        except OSError as err:
+            raise ReportError(f"writing the report failed ({err.strerror or err}); the report in {self.root} is "
+                              "left as it was — check free disk space and permissions") from None
+        self.written.append(rel)
+        return self.root / rel
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
 
     def finish(self) -> None:
-        new = {p.relative_to(self.root).as_posix() for p in self.written}
+        new = set(self.written)
+        foreign = sorted(rel for rel in new if rel not in self.old and os.path.lexists(self.root / rel))
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise ReportError(f"refusing to overwrite {', '.join(str(self.root / r) for r in foreign[:3])}{more}: "
+                              f"not written by an earlier `kdad report` (not in {self.manifest}); move or delete "
+                              "them, or choose another --out. Nothing was changed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        # while files move, the manifest lists the old ones and the new ones: an interrupted move
+        # leaves nothing the next render would not recognise as its own
+        self._atomic(self.manifest, (_MANIFEST_HEADER + "".join(f"{p}\n" for p in sorted(self.old | new))).encode())
+        for rel in sorted(new):
+            dest = self.root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.stage / rel, dest)
         root = self.root.resolve()
         for rel in sorted(self.old - new):
             path = (self.root / rel).resolve()
@@ -98,6 +129,7 @@ class _Output:
                 parent.rmdir()
                 parent = parent.parent
         self._atomic(self.manifest, (_MANIFEST_HEADER + "".join(f"{p}\n" for p in sorted(new))).encode())
+        self.abandon()
 
 
 # --------------------------------------------------------------------------------------- checks
@@ -185,28 +217,46 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
         raise ReportError(str(err)) from err
 
     out = _Output(out_dir)
-    for t in tables:
-        for name, text in render_table(t).items():
-            out.write(name, text)
-    figures = []
-    for f in build_figures(results, files):
-        buf = io.BytesIO()
-        f.fig.savefig(buf, format="png", dpi=DPI, metadata={"Title": f.name, "Description": f.caption})
-        plt.close(f.fig)
-        rel = f"figures/{f.name}.png"
-        out.write(rel, buf.getvalue())
-        figures.append((rel, f.caption, f.kind))
-    summary = next((t for t in tables if t.kind == "summary"), None)
-    readme = _readme_table(summary, out_dir) if summary is not None else None
-    if readme is not None:
-        out.write("README_TABLE.md", readme)
-    out.write("index.md", _index(results_dir, results, tables, figures,
-                                 None if summary is None else _readme_body(summary)))
-    out.finish()
-    return list(out.written)
+    try:
+        for t in tables:
+            for name, text in render_table(t).items():
+                out.write(name, text)
+        figures = []
+        for f in build_figures(results, files):
+            buf = io.BytesIO()
+            f.fig.savefig(buf, format="png", dpi=DPI, metadata={"Title": f.name, "Description": f.caption})
+            plt.close(f.fig)
+            rel = f"figures/{f.name}.png"
+            out.write(rel, buf.getvalue())
+            figures.append((rel, f.caption, f.kind))
+        summary = next((t for t in tables if t.kind == "summary"), None)
+        readme = _readme_table(summary, out_dir) if summary is not None else None
+        if readme is not None:
+            out.write("README_TABLE.md", readme)
+        out.write("index.md", _index(results_dir, results, tables, figures,
+                                     None if summary is None else _readme_body(summary)))
+        out.finish()
+    finally:
+        out.abandon()
+    return [out_dir / rel for rel in out.written]
 
 
 def _readme_body(table) -> str:
     from kdad.tables.writer import to_markdown
 
     return to_markdown(table).replace(f"**{table.name}**: ", "", 1)
+
+
+def copy_figures(out_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the figures the last render wrote (its manifest's ``figures/*.png``) into ``dest``, a
+    folder kdad owns (the workflow's, for `snakemake --report`); the report folder is only read."""
+    out = _Output.__new__(_Output)
+    out.manifest = Path(out_dir) / MANIFEST
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for rel in sorted(out._read_manifest()):
+        if rel.startswith("figures/") and rel.endswith(".png") and "/" not in rel[len("figures/"):]:
+            shutil.copy2(Path(out_dir) / rel, dest / rel.split("/", 1)[1])
+            copied.append(dest / rel.split("/", 1)[1])
+    return copied

@@ -22,6 +22,7 @@ the loop owns everything else, the same way for every method:
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -67,10 +68,17 @@ def train(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        try:  # tensors and plain data only: a planted file's objects are refused, never built
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise TrainingError(f"{what}: refusing to resume from {ckpt}: it holds objects other than tensors and "
+                                "plain data, which loading could execute; kdad writes no such file — delete it "
+                                "and run again") from None
         except Exception as err:  # a truncated file from a killed write of an older version
             log(f"{what}: ignoring unreadable checkpoint {ckpt} ({type(err).__name__})")
+            state = None
+        if state is not None and not isinstance(state, dict):
+            log(f"{what}: ignoring {ckpt}, not a kdad checkpoint")
             state = None
         if (state is not None and state.get("fingerprint") == fingerprint and state.get("phase") == phase
                 and state.get("epoch", 0) <= epochs):

@@ -13,4 +13,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} -m kdad aggregate --out {RESULTS} {input} 2>&1 | tee {log}"
+        "{PY:q} -m kdad aggregate --out {RESULTS:q} {input:q} 2>&1 | tee {log:q}"

@@ -1,5 +1,4 @@
 import json
-import shlex
 import sys
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from kdad.experiment import resolved_config
 
 CFG = load_config(config)  # kdad's own strict parse: unknown datasets, methods, keys → one error, before any job
 WORK = Path(CFG.work_dir)
-PY = shlex.quote(sys.executable)  # the interpreter running Snakemake, so `kdad` is importable without activating a venv
+PY = sys.executable  # the interpreter running Snakemake, so `kdad` is importable without activating a venv
 RESULTS = Path(CFG.results_dir)
 REPORT = Path(CFG.report_dir)
 RUNS = plan(CFG)
@@ -132,4 +131,4 @@ def example_files():
 
 
 def all_targets():
-    return [RESULTS / "runs.csv", REPORT / "index.md"]
+    return [RESULTS / "runs.csv", REPORT / "index.md", WORK / "report_figures"]

@@ -13,8 +13,8 @@ rule prepare:
         mem_mb=res("prepare", "mem_mb"),
         runtime=res("prepare", "runtime"),
     shell:
-        "{PY} -m kdad prepare --config {CONFIG_JSON} --dataset {wildcards.dataset} --draw {wildcards.draw}"
-        " --threads {threads} 2>&1 | tee {log}"
+        "{PY:q} -m kdad prepare --config {CONFIG_JSON:q} --dataset {wildcards.dataset:q} --draw {wildcards.draw:q}"
+        " --threads {threads:q} 2>&1 | tee {log:q}"
 
 
 rule features:
@@ -38,5 +38,5 @@ rule features:
         runtime=res("features", "runtime"),
         gpu=gpus("features"),
     shell:
-        "{PY} -m kdad features --config {CONFIG_JSON} --dataset {wildcards.dataset} --draw {wildcards.draw}"
-        " --expert {wildcards.expert} --normalize {params.normalize} --threads {threads} 2>&1 | tee {log}"
+        "{PY:q} -m kdad features --config {CONFIG_JSON:q} --dataset {wildcards.dataset:q} --draw {wildcards.draw:q}"
+        " --expert {wildcards.expert:q} --normalize {params.normalize:q} --threads {threads:q} 2>&1 | tee {log:q}"

@@ -21,6 +21,6 @@ rule evaluate:
         runtime=res("evaluate", "runtime"),
         gpu=gpus("evaluate"),
     shell:
-        "{PY} -m kdad evaluate --config {CONFIG_JSON} --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
-        " --variant {wildcards.variant} --seed {wildcards.seed} --out {params.out} --threads {threads}"
-        " 2>&1 | tee {log}"
+        "{PY:q} -m kdad evaluate --config {CONFIG_JSON:q} --dataset {wildcards.dataset:q} --protocol {wildcards.protocol:q}"
+        " --variant {wildcards.variant:q} --seed {wildcards.seed:q} --out {params.out:q} --threads {threads:q}"
+        " 2>&1 | tee {log:q}"

@@ -12,9 +12,10 @@ def figure_kind(wildcards):
 rule report:
     """Paper-style tables (md, tex, csv) and seaborn figures, from results/ alone (+ anomaly-map examples).
 
-    The figures are flagged for `snakemake --report report.html`, which collects them in one HTML,
-    each with the caption of report_caption.rst. `kdad report` itself deletes only files that its
-    previous run wrote (report/.kdad-report-manifest)."""
+    Only index.md is declared: Snakemake empties a declared directory() output before the job, and
+    report/ and report/figures/ may hold the user's own files. `kdad report` replaces only files its
+    previous run wrote (report/.kdad-report-manifest; not declared either, since Snakemake would
+    delete it before the job) and refuses to overwrite any other."""
     input:
         runs=RESULTS / "runs.csv",
         defects=RESULTS / "defects.csv",
@@ -23,12 +24,29 @@ rule report:
         examples=example_files(),
     output:
         index=REPORT / "index.md",
-        figures=report(directory(REPORT / "figures"), patterns=["{name}.png"], category="figures",
-                       subcategory=figure_kind, caption="report_caption.rst"),
     log:
         WORK / "logs" / "report.log",
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} -m kdad report --results {RESULTS} --out {REPORT} --examples {input.examples} 2>&1 | tee {log}"
+        "{PY:q} -m kdad report --results {RESULTS:q} --out {REPORT:q} --examples {input.examples:q} 2>&1 | tee {log:q}"
+
+
+localrules: report_figures
+
+
+rule report_figures:
+    """The figures of the last report, copied into work/ and flagged for `snakemake --report report.html`
+    (one HTML with every figure and the caption of report_caption.rst). The flagged directory() is
+    kdad's own folder in work/, which Snakemake may empty before the job; report/figures/ is never
+    an output."""
+    input:
+        REPORT / "index.md",
+    output:
+        report(directory(WORK / "report_figures"), patterns=["{name}.png"], category="figures",
+               subcategory=figure_kind, caption="report_caption.rst"),
+    run:
+        from kdad.report import copy_figures
+
+        copy_figures(REPORT, output[0])

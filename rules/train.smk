@@ -18,5 +18,5 @@ rule train:
         runtime=res("train", "runtime"),
         gpu=gpus("train"),
     shell:
-        "{PY} -m kdad train --config {CONFIG_JSON} --dataset {wildcards.dataset} --protocol {wildcards.protocol}"
-        " --model {wildcards.model} --seed {wildcards.seed} --out {output} --threads {threads} 2>&1 | tee {log}"
+        "{PY:q} -m kdad train --config {CONFIG_JSON:q} --dataset {wildcards.dataset:q} --protocol {wildcards.protocol:q}"
+        " --model {wildcards.model:q} --seed {wildcards.seed:q} --out {output:q} --threads {threads:q} 2>&1 | tee {log:q}"

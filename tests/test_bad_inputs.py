@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -89,6 +90,21 @@ CONFIG_CASES = {
     "unknown localisation method": ({"methods.mkd.localization": "gradcam"}, ConfigError, r"localization must be one of"),
     "own MVTec folder without categories": ({"datasets.mvtec_folder": {"source": "x"}}, Exception,
                                             r"list the categories of your data"),
+    "variant name with shell syntax": ({"methods.v||touch$IFS\"x\";#": {"method": "mkd"}}, ConfigError,
+                                       r"config.methods: 'v\|\|touch\$IFS\"x\";#' is not a usable name"),
+    "variant name with a slash": ({"methods.a/b": {"method": "mkd"}}, ConfigError, r"'a/b' is not a usable name"),
+    "variant name starting with a dot": ({"methods": {"mkd": {"method": "mkd"}, "..": {"method": "mkd"}}},
+                                         ConfigError, r"'\.\.' is not a usable name"),
+    "variant names differing only in case": ({"methods.MKD": {"method": "mkd"}}, ConfigError,
+                                             r"'mkd' and 'MKD' both map to the name 'mkd'"),
+    "protocol with a space": ({"datasets.mnist5k.protocols": ["one-class", "a b"]}, ConfigError,
+                              r"protocols: 'a b' is not a usable name"),
+    "own categories differing only in case": (
+        {"datasets.mvtec_folder": {"source": "x", "categories": ["Wood", "wood"]}}, ConfigError,
+        r"categories: 'Wood' and 'wood' both map to the name 'wood'.*model file"),
+    "own categories with the same slug": (
+        {"datasets.mvtec_folder": {"source": "x", "categories": ["läder", "lüder"]}}, ConfigError,
+        r"'läder' and 'lüder' both map to the name 'l_der'"),
     "resources for an unknown rule": ({"datasets.mnist5k.resources": {"training": {"mem_mb": 1}}}, ConfigError,
                                       r"unknown rule"),
 }
@@ -194,6 +210,47 @@ def test_an_own_folder_with_a_missing_category_names_what_it_found(tmp_path):
         get_dataset("mvtec_folder").prepare(PrepareRequest(tmp_path / "root", 32, tree, categories=("knob", "panel")))
 
 
+def _tar(archive: Path, tree: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(tree, arcname="mine")
+    return archive
+
+
+def test_an_archive_never_replaces_a_folder_kdad_did_not_create(tmp_path):
+    """<data_root>/mvtec_folder/<name> holding the user's own files is refused, not deleted; a folder
+    kdad extracted (it has the marker) is replaced when the archive changes."""
+    from kdad.data import get_dataset
+    spec = get_dataset("mvtec_folder")
+    archive = _tar(tmp_path / "mine.tar.gz", _mvtec_tree(tmp_path / "mine", ("knob",)))
+    own = tmp_path / "root" / "mvtec_folder" / "mine"
+    own.mkdir(parents=True)
+    (own / "precious.txt").write_text("mine")
+    with pytest.raises(DatasetError, match=r"refusing to extract .*mine.tar.gz into .*mine: it exists and kdad did "
+                                           r"not create it"):
+        spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",)))
+    assert (own / "precious.txt").read_text() == "mine"
+    (own / "precious.txt").unlink()
+    own.rmdir()
+    assert spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",))).categories == ["knob"]
+    os.utime(archive, ns=(1, 1))  # another archive under the same name: the kdad folder is re-extracted
+    assert spec.prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",))).categories == ["knob"]
+    assert (own / ".kdad-extracted").is_file()
+
+
+@pytest.mark.parametrize("name", [".hidden.tar.gz", "..tar.gz", "my data (v2).tar.gz"])
+def test_an_archive_name_gives_a_safe_folder_of_its_own(tmp_path, name):
+    """`.hidden.tar` used to extract into <data_root>/mvtec_folder itself (and delete it first)."""
+    from kdad.data import get_dataset
+    archive = _tar(tmp_path / name, _mvtec_tree(tmp_path / "mine", ("knob",)))
+    parent = tmp_path / "root" / "mvtec_folder"
+    parent.mkdir(parents=True)
+    (parent / "precious.txt").write_text("mine")
+    ds = get_dataset("mvtec_folder").prepare(PrepareRequest(tmp_path / "root", 32, archive, categories=("knob",)))
+    assert ds.categories == ["knob"] and (parent / "precious.txt").read_text() == "mine"
+    (folder,) = [p for p in parent.iterdir() if p.is_dir()]
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", folder.name) and (folder / ".kdad-extracted").is_file()
+
+
 def test_a_corrupt_own_archive_is_one_error_and_leaves_no_folder(tmp_path):
     from kdad.data import get_dataset
     bad = tmp_path / "mine.tar.gz"
@@ -292,7 +349,7 @@ def test_a_diverging_training_is_one_line_and_saves_nothing(tmp_path, lite0_rand
     with pytest.raises(TrainingError, match=r"loss became (nan|inf).*lr=1e\+30.*smaller learning rate") as err:
         model.fit(images, seed=0, checkpoint=tmp_path / "ck.pt")
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "ck.pt").exists() or torch.load(tmp_path / "ck.pt", weights_only=False)["epoch"] < 2
+    assert not (tmp_path / "ck.pt").exists() or torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] < 2
 
 
 def test_a_model_file_of_other_options_or_broken_is_refused(tmp_path, lite0_random):
@@ -308,6 +365,49 @@ def test_a_model_file_of_other_options_or_broken_is_refused(tmp_path, lite0_rand
         MKD(cfg, expert=lite0_random).load(path)
     with pytest.raises(ModelFileError, match="no such model file; run the train step"):
         MKD(cfg, expert=lite0_random).load(tmp_path / "absent.pt")
+
+
+class _Planted:
+    """Unpickling this object opens (creates) ``marker``: a stand-in for any code a planted .pt runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _plant(path: Path, marker: Path, blob: dict) -> Path:
+    torch.save({**blob, "payload": _Planted(marker)}, path)
+    return path
+
+
+def test_the_planted_payload_would_run_without_weights_only(tmp_path):
+    """The control for the two tests below: the payload is live (it runs with weights_only=False)."""
+    _plant(tmp_path / "p.pt", tmp_path / "ran", {})
+    torch.load(tmp_path / "p.pt", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_model_file_holding_code_is_refused_and_not_run(tmp_path, lite0_random):
+    from kdad.mkd import MKD, MKDConfig
+    cfg = MKDConfig(expert="efficientnet_lite0_random", epochs=1, batch_size=8)
+    path = _plant(tmp_path / "m.pt", tmp_path / "ran", {"format": 1, "state": {}})
+    with pytest.raises(ModelFileError, match=r"m.pt: refusing to read this model file: it holds objects other than "
+                                             r"tensors and plain data.*delete it") as err:
+        MKD(cfg, expert=lite0_random).load(path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_checkpoint_holding_code_is_refused_and_not_run(tmp_path, lite0_random):
+    from kdad.mkd import MKD, MKDConfig
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    ckpt = _plant(tmp_path / "ck.pt", tmp_path / "ran", {"epoch": 1})
+    model = MKD(MKDConfig(expert="efficientnet_lite0_random", epochs=1, batch_size=8), expert=lite0_random)
+    with pytest.raises(TrainingError, match=r"refusing to resume from .*ck.pt.*delete it"):
+        model.fit(images, seed=0, checkpoint=ckpt)
+    assert not (tmp_path / "ran").exists()
 
 
 # ------------------------------------------------------------------------------ output folders

@@ -458,3 +458,16 @@ def test_float16_perturbation_stability(name, options, fashion_lite0):
                                           train_hints=d["train_hints"], test_hints=d["test_hints"])
     assert clean > 55, f"{name} {options}: AUROC {clean:.1f} — the setting itself is broken"
     assert gap < 0.5, f"{name} {options}: AUROC {clean:.2f} moved by {gap:.2f} points"
+
+
+def test_isolation_trees_score_exactly_as_scikit_learns_forest():
+    """The Isolation Forest is stored as arrays and scored without scikit-learn: bit for bit the same."""
+    from sklearn.ensemble import IsolationForest
+
+    from baselines.classic import IsolationTrees
+    rng = np.random.default_rng(0)
+    for n, d in ((300, 5), (100, 784), (3, 4)):
+        x, test = rng.normal(size=(n, d)), rng.normal(size=(400, d)) * 1.5
+        forest = IsolationForest(n_estimators=50, max_samples=min(256, n), random_state=1).fit(x)
+        trees = IsolationTrees.from_state(IsolationTrees.from_forest(forest).state())
+        np.testing.assert_array_equal(trees.score_samples(test), forest.score_samples(test))

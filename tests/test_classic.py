@@ -97,3 +97,4 @@ def test_debian_copy_is_recognised_by_content():
         classic._verify_idx(classic.FASHION_DEBIAN / f, classic.FASHION_MD5[f], classic.FASHION_CONTENT_SHA256[f])
     spec = get_dataset("fashion_mnist")
     assert spec.categories[0] == "T-shirt/top" and spec.image_size == 32
+

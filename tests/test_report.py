@@ -132,6 +132,55 @@ def test_rerender_deletes_only_its_own_stale_files(rendered, tmp_path):
     assert (out2 / "main_fashion_mnist_one_class.md").is_file()
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _copy_report(out: Path, dest: Path) -> Path:
+    for p in out.rglob("*"):
+        if p.is_file():
+            (dest / p.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / p.relative_to(out)).write_bytes(p.read_bytes())
+    return dest
+
+
+@pytest.mark.parametrize("own", ["index.md", "summary.tex", "figures/critical_difference.png"])
+def test_refuses_to_overwrite_a_users_file_and_changes_nothing(rendered, tmp_path, own):
+    """A file the report would write but that no earlier render wrote (not in the manifest) is the
+    user's: one error naming it, and the folder is left exactly as it was."""
+    _, results, examples, _, _ = rendered
+    out = tmp_path / "out"
+    (out / own).parent.mkdir(parents=True)
+    (out / own).write_bytes(b"my own file")
+    (out / "notes.txt").write_text("a user's file")
+    before = _tree(out)
+    with pytest.raises(ReportError, match=rf"refusing to overwrite .*{own}.*not written by an earlier `kdad report`"):
+        render(results, out, examples)
+    assert _tree(out) == before
+    assert not [p for p in tmp_path.iterdir() if "kdad-tmp" in p.name]  # the staging folder is gone
+
+
+def test_a_failing_render_leaves_the_old_report_whole(rendered, tmp_path, monkeypatch):
+    """An exception in a figure (or a full disk) halfway through: the previous report is untouched."""
+    _, results, examples, out, _ = rendered
+    old = _copy_report(out, tmp_path / "out")
+    before = _tree(old)
+    import kdad.figures
+
+    def broken(*args, **kwargs):  # every table is rendered by then, no figure yet
+        raise RuntimeError("a figure failed")
+        yield
+
+    monkeypatch.setattr(kdad.figures, "build_figures", broken)
+    with pytest.raises(RuntimeError, match="a figure failed"):
+        render(results, old, examples)
+    assert _tree(old) == before
+    assert not [p for p in tmp_path.iterdir() if "kdad-tmp" in p.name]
+    monkeypatch.undo()
+    render(results, old, examples)  # the same folder renders again (its files are in the manifest)
+    assert (old / "index.md").read_bytes() == (out / "index.md").read_bytes()
+
+
 def test_refuses_missing_or_empty_results_and_leaves_the_report_alone(tmp_path, rendered):
     out = tmp_path / "report"
     out.mkdir()

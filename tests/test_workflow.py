@@ -283,3 +283,57 @@ def test_the_same_workflow_twice_gives_byte_identical_results(tmp_path):
         outputs.append(tables)
     assert outputs[0] == outputs[1]
     assert outputs[0]["runs"] != outputs[2]["runs"]
+
+
+def test_a_variant_name_with_shell_syntax_is_refused_before_any_job(tmp_path):
+    """A variant name becomes a wildcard, a path and a shell word: anything but a plain name is one error."""
+    config = _small_config(tmp_path, 0)
+    data = yaml.safe_load(config.read_text())
+    bad = 'v||touch$IFS"x";#'
+    data["methods"][bad] = dict(data["methods"]["mkd"])
+    data["datasets"]["textures"]["methods"] = ["mkd", bad]
+    config.write_text(yaml.safe_dump(data))
+    proc = _snakemake("--configfile", str(config), "--cores", "1", "-n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config.methods" in out and "not a usable name" in out and bad in out, out[-2000:]
+    assert not (ROOT / "x").exists() and not (tmp_path / "x").exists()
+
+
+def test_folders_with_spaces_and_shell_syntax_are_quoted_and_run(tmp_path):
+    """A work/results/report folder named with a space and `$(…)`: every command quotes it (dry run
+    prints them), and a real run writes its results there without running the embedded command."""
+    marker = f"kdad_pwned_{tmp_path.name}"
+    odd = tmp_path / f"a b $(touch {marker})"
+    config = _small_config(tmp_path, 0)
+    data = yaml.safe_load(config.read_text())
+    data.update(work_dir=str(odd / "w"), results_dir=str(odd / "r"), report_dir=str(odd / "p"))
+    config.write_text(yaml.safe_dump(data))
+    proc = _snakemake("--configfile", str(config), "--cores", "1", "-n", "-p")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import shlex
+    commands = [line.strip() for line in proc.stdout.splitlines() if " -m kdad " in line]
+    assert {c.split(" -m kdad ")[1].split()[0] for c in commands} >= {"prepare", "features", "train", "evaluate",
+                                                                        "aggregate", "report"}
+    for command in commands:
+        words = shlex.split(command)
+        assert any(w.startswith(str(odd)) for w in words), command  # the folder is one word, not split
+        assert not any(w.startswith("$(") or w == "b" for w in words), command
+    proc = _snakemake("--configfile", str(config), "--cores", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(pd.read_csv(odd / "r" / "runs.csv")) == 1 and (odd / "p" / "index.md").is_file()
+    assert not list(ROOT.glob(f"**/{marker}")) and not list(tmp_path.glob(f"**/{marker}"))
+
+
+def test_a_report_job_keeps_the_users_own_files_in_the_report_folder(tiny_run):
+    """report/figures/ is no directory() output any more: Snakemake used to empty it before every
+    report job. Forcing the report job again keeps a user's file there and in report/."""
+    work, config = tiny_run
+    report = work / "report"
+    (report / "figures" / "my_own.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (report / "my_notes.md").write_text("mine")
+    proc = _snakemake("--configfile", str(config), "--cores", "1", "--quiet", "--forcerun", "report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (report / "figures" / "my_own.png").is_file() and (report / "my_notes.md").read_text() == "mine"
+    assert list((work / "report_figures").glob("maps_textures_*.png"))  # what `snakemake --report` collects
+    assert not (work / "report_figures" / "my_own.png").exists()

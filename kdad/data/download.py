@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import re
 import shutil
 import tarfile
 import urllib.error
@@ -72,12 +73,17 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a tar(.gz/.xz) or zip archive into ``dest``, refusing absolute paths, ``..`` and links.
 
     Extraction goes to ``<dest>.partial`` and is renamed to ``dest`` at the end, so a killed run
-    leaves no half-extracted tree that looks complete.
+    leaves no half-extracted tree that looks complete. Both folders carry the marker file
+    ``.kdad-extracted``: an existing ``dest`` (or ``.partial``) without it is not kdad's, and is
+    refused instead of deleted.
     """
     archive, dest = Path(archive), Path(dest)
     tmp = dest.with_name(dest.name + ".partial")
+    _check_ours(tmp, archive)
+    _check_ours(dest, archive)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    (tmp / EXTRACTED_MARKER).write_text(f"extracted by kdad from {archive}\n")
     try:
         try:
             if zipfile.is_zipfile(archive):
@@ -106,6 +112,38 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+EXTRACTED_MARKER = ".kdad-extracted"
+LEGACY_MARKERS = (".verified",)  # what earlier versions wrote into the folders they extracted
+
+
+def _check_ours(folder: Path, archive: Path) -> None:
+    """Raise unless ``folder`` is absent or a folder kdad extracted (it holds a marker file)."""
+    if not os.path.lexists(folder):
+        return
+    if folder.is_dir() and not folder.is_symlink() and any(
+            (folder / m).is_file() for m in (EXTRACTED_MARKER, *LEGACY_MARKERS)):
+        return
+    raise DatasetError(f"refusing to extract {archive} into {folder}: it exists and kdad did not create it (no "
+                       f"{EXTRACTED_MARKER} marker inside), so it may hold your own files; move it away, or delete it "
+                       "if it is a copy kdad may replace")
+
+
+def extraction_name(archive: Path) -> str:
+    """A safe folder name for an archive's contents: its name without archive suffixes, reduced to
+    letters, digits, ``_ . -``; an empty or dot-only result (``.hidden.tar``, ``..zip``) gets a
+    name from a hash of the archive's path instead, never the parent folder itself."""
+    name = archive.name
+    while True:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or ext.lower() not in ("tar", "gz", "tgz", "xz", "txz", "bz2", "tbz2", "zip"):
+            break
+        name = stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+    if not name:
+        name = "archive-" + hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:10]
+    return name
 
 
 def _check_member(name: str, archive: Path) -> None:

@@ -41,7 +41,7 @@ from PIL import Image
 
 from kdad.data import DatasetSpec, PrepareRequest, register
 from kdad.data.base import DatasetError, ImageSet, PreparedDataset, resize_images, to_chw_uint8
-from kdad.data.download import download, safe_extract, verify
+from kdad.data.download import download, extraction_name, safe_extract, verify
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -304,7 +304,7 @@ def prepare_mvtec_folder(req: PrepareRequest) -> PreparedDataset:
     if src.is_dir():
         folder = src
     elif src.is_file():
-        folder = Path(req.root) / "mvtec_folder" / src.name.split(".")[0]
+        folder = Path(req.root) / "mvtec_folder" / extraction_name(src)
         marker = folder / VERIFIED_MARKER
         stamp = f"{src.resolve()} {src.stat().st_size} {src.stat().st_mtime_ns}"
         if not (marker.is_file() and marker.read_text().strip() == stamp):
