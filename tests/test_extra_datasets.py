@@ -456,3 +456,27 @@ def test_brain_mri_errors(tmp_path):
     (folder / "no" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
     with pytest.raises(DatasetError, match="broken.jpg"):
         extra.prepare_brain_mri(PrepareRequest(root=tmp_path, image_size=SIZE, source=folder))
+
+
+class _Planted:
+    """Unpickling this runs code (touches a marker file) with an unrestricted unpickler."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar(tmp_path / "cifar-10-batches-py")
+    marker = tmp_path / "ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Planted(marker), b"labels": []}, f, protocol=2)
+    with open(folder / "test_batch", "rb") as f:  # the control: an ordinary unpickler runs it
+        pickle.load(f)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(DatasetError, match="refusing to load"):
+        extra.prepare_cifar10(PrepareRequest(root=tmp_path / "root", image_size=SIZE, source=folder))
+    assert not marker.exists()

@@ -145,16 +145,29 @@ def _cifar_folder(req: PrepareRequest) -> Path:
     return dest / CIFAR10_FOLDER
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds plain containers and numpy arrays only: a planted batch file that
+    names any other callable (``os.system``, ...) is refused instead of run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch → uint8 [n, 3, 32, 32], int64 [n].
 
-    Unpickling can run arbitrary code, so this is only ever called on files that come from an
-    archive whose MD5 matched the official release, or from a folder the user named (or placed
-    under the data root) themselves: never on anything fetched without verification.
+    Read with an unpickler that only builds containers and numpy arrays (:class:`_ArraysOnly`), and
+    only from an archive whose MD5 matched the official release or a folder the user named.
     """
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _ArraysOnly(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DatasetError(f"cifar10: {path} is missing; the {CIFAR10_FOLDER} folder is incomplete, "
                            "replace it with a fresh copy") from None
