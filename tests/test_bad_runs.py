@@ -47,12 +47,13 @@ class Killed(BaseException):
     """Stands for the SIGKILL: nothing after it runs (not even `except Exception`)."""
 
 
-def _train(work: Path, monkeypatch, kill_on: int | None = None, **dataset) -> tuple[int, Path]:
+def _train(work: Path, monkeypatch, kill_on: int | None = None, calls: list | None = None,
+           **dataset) -> tuple[int, Path]:
     """Run the train job; the ``kill_on``-th fit (1-based) is killed. Returns (fits started, out dir)."""
     from kdad import runs
     cfg = load_config(_config(work, **dataset))
     key = plan(cfg)[0]
-    calls = []
+    calls = [] if calls is None else calls
     real = runs.build_method
 
     def build(*args, **kwargs):
@@ -91,6 +92,23 @@ def test_finished_categories_are_reused_only_under_the_same_data_settings(prepar
     fits, _ = _train(prepared, monkeypatch, kill_on=2)
     fits, _ = _train(prepared, monkeypatch, max_train_images=12)
     assert fits == 2  # another training subset: brick is trained again, not taken from the cache
+
+
+def test_a_one_class_test_set_fails_before_any_training(prepared, monkeypatch):
+    """Every category's split is made first: the second category's test set without defective
+    images stops the job before the first category trains."""
+    from kdad import protocols, runs
+    real = runs.make_task
+
+    def one_class(ds, spec, protocol, category, *a, **k):
+        if category == "tissue":
+            ds.test.anomalous[:] = False
+        return real(ds, spec, protocol, category, *a, **k)
+    monkeypatch.setattr(runs, "make_task", one_class)
+    fits = []
+    with pytest.raises(protocols.ProtocolError, match="tissue: the test set needs normal and anomalous images"):
+        _train(prepared, monkeypatch, calls=fits, max_train_images=10)
+    assert fits == []
 
 
 def test_the_resume_key_holds_everything_that_changes_the_data_or_hints(tmp_path):
