@@ -1,7 +1,7 @@
 # kdad: datasets → expert hints → train one model per (dataset, protocol, category, model, seed)
 #       → evaluate every variant → tidy results/*.csv → report/ tables and figures.
 # Default: `snakemake --cores all` (config/config.yaml); the paper: `--configfile config/paper.yaml`;
-# `--config key=value` overrides either.
+# `--config key=value` overrides either (README: usage).
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
@@ -12,6 +12,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# kdad's strict reading first (duplicate YAML keys, `--config` texts such as seeds=[0,1] → numbers)
+from kdad.experiment import workflow_config
+
+config.update(workflow_config(config, workflow.overwrite_configfiles or ["config/config.yaml"]))
 validate(config, "config/schema.yaml")
 
 

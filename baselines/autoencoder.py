@@ -73,7 +73,7 @@ class AEConfig:
         self.widths = tuple(self.widths)
         require(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
         require(len(self.widths) == 3, "widths must list 3 channel counts (three stride-2 stages)")
-        require(self.epochs >= 0 and self.batch_size >= 1 and self.lr > 0, "epochs ≥ 0, batch_size ≥ 1, lr > 0")
+        require(self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "epochs ≥ 1, batch_size ≥ 1, lr > 0")
         require(self.ssim_window % 2 == 1 and self.ssim_window >= 3, "ssim_window must be odd and ≥ 3")
 
 

@@ -69,7 +69,7 @@ class DeepSVDDConfig:
     def __post_init__(self) -> None:
         require(self.architecture in ("auto", *ARCHITECTURES),
                 f"architecture must be auto, mnist or cifar, got {self.architecture!r}")
-        require(self.epochs >= 0 and self.pretrain_epochs >= 0, "epochs and pretrain_epochs must be ≥ 0")
+        require(self.epochs >= 1 and self.pretrain_epochs >= 0, "epochs must be ≥ 1 and pretrain_epochs ≥ 0")
         require(self.batch_size >= 2 and self.lr > 0 and self.pretrain_lr > 0 and self.center_eps >= 0,
                 "batch_size ≥ 2, lr > 0, pretrain_lr > 0 and center_eps ≥ 0 are required")
 
@@ -186,7 +186,7 @@ class DeepSVDD(Detector):
                 return (decoder(self.net_(x)) - x).pow(2).flatten(1).sum(dim=1).mean()
 
             # the pretraining's own fingerprint: more SVDD epochs reuse the same pretrained network
-            pre_fp = resume_fingerprint(self.name, dataclasses.replace(cfg, epochs=0, pretrain_epochs=0), seed, n)
+            pre_fp = resume_fingerprint(self.name, dataclasses.replace(cfg, epochs=1, pretrain_epochs=1), seed, n)
             self.history_ += train({"encoder": self.net_, "decoder": decoder}, opt, ae_step, n,
                                    epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed, what=what,
                                    phase="pretrain", checkpoint=pre_ckpt, fingerprint=pre_fp + "-pretrain",

@@ -66,8 +66,8 @@ class STFPMConfig:
     def __post_init__(self) -> None:
         self.hint_indices = tuple(self.hint_indices)
         require(len(self.hint_indices) > 0, "hint_indices must not be empty")
-        require(self.epochs >= 0 and self.batch_size >= 2 and self.lr > 0 and self.clip_grad_norm >= 0,
-                "epochs ≥ 0, batch_size ≥ 2, lr > 0 and clip_grad_norm ≥ 0 are required")
+        require(self.epochs >= 1 and self.batch_size >= 2 and self.lr > 0 and self.clip_grad_norm >= 0,
+                "epochs ≥ 1, batch_size ≥ 2, lr > 0 and clip_grad_norm ≥ 0 are required")
 
 
 class Student(nn.Module):

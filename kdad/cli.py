@@ -24,6 +24,16 @@ COMMANDS = {
 }
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from kdad import __version__
 
@@ -36,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         p = ps[name]
         p.add_argument("--config", required=True, help="experiment config: YAML (config/config.yaml) or the "
                                                        "workflow's resolved JSON")
-        p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's threads)")
+        p.add_argument("--threads", type=_positive_int, default=None,
+                       help="torch threads, ≥ 1 (default: the config's threads)")
     for name in ("prepare", "features", "train", "evaluate"):
         ps[name].add_argument("--dataset", required=True, help="a dataset of the config")
     for name in ("prepare", "features"):
@@ -129,8 +140,20 @@ def entry() -> None:
         code, msg = EXIT_MODEL, str(err)
     except KeyboardInterrupt:
         code, msg = 130, "interrupted"
+    except BrokenPipeError:  # `kdad list | head`: the reader has gone; nothing left to say
+        _quiet_stdout()
+        sys.exit(0)
     print(f"kdad: error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not raise BrokenPipeError again."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

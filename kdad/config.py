@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -33,7 +36,10 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str = "") -
 
 
 def _coerce(tp, value, where: str):
-    """Lists from YAML become tuples where the field is a tuple; ints are accepted for floats."""
+    """A YAML value as the field's type: lists become tuples (each item checked), ints are accepted
+    for floats, and text is parsed where a number, flag, list or mapping belongs (``--config
+    seeds=[0,1]`` gives Snakemake's text "[0,1]", or the list of texts ["0", "1"]).  A bool is never
+    an int, and a float must be finite."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -41,21 +47,71 @@ def _coerce(tp, value, where: str):
             return None
         tp = next(a for a in args if a is not type(None))
         origin = typing.get_origin(tp)
+        if value in ("null", "None", "~") and type(None) in args:
+            return None
+    if isinstance(value, str) and (origin in (tuple, dict) or tp in (int, float, bool, dict, tuple)):
+        value = _parse_text(value, tp)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        item = args[0] if len(args) == 1 else None
+        if item in (int, float, str, bool):
+            return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        # YAML 1.1 (PyYAML) reads `1e-5` (no dot) as a string; a number written that way is meant
+        value = float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if (tp is dict or origin is dict) and not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _parse_text(value: str, tp):
+    """Text where a number, flag, list or mapping belongs, read as YAML (YAML 1.1 reads `1e-5`, with
+    no dot, as text: a float field takes it as the number it is meant to be)."""
+    if tp is float:
         try:
             return float(value)
         except ValueError:
             pass
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    silently keeps the last)."""
+
+
+def _no_duplicates(loader: StrictLoader, node, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:
+            continue
+        if first is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1}); "
+                "YAML would silently keep only the last — remove one", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def strict_yaml(text: str):
+    """YAML text as Python values; a duplicate key raises :class:`yaml.YAMLError`."""
+    return yaml.load(text, Loader=StrictLoader)
 
 
 def config_hash(obj: Any) -> str:

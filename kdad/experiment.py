@@ -8,8 +8,9 @@ method plus its options, so an ablation is one more entry::
       mkd-hints-1: {method: mkd, ablation_of: mkd, train_hints: [3], score_hints: [3]}
       knn: {method: knn}
 
-``ablation_of`` (optional) says which variant an entry is compared against; entries without it
-are the compared methods. Unknown keys anywhere are errors (here and in every method's config
+``ablation_of`` (optional) says which variant an entry is compared against, and the entry starts
+from that variant's options (it lists only what it changes); entries without it are the compared
+methods. Unknown keys anywhere are errors (here and in every method's config
 dataclass), and everything that can be checked without data is checked when the config is loaded.
 
 Jobs: a *model* is what ``fit`` produces; two variants whose training options are equal share one
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from kdad.config import ConfigError, config_hash, from_dict
+from kdad.config import ConfigError, config_hash, from_dict, strict_yaml
 from kdad.data import get_dataset
 from kdad.protocols import task_categories
 
@@ -47,6 +48,8 @@ def check_name(value, where: str) -> str:
         raise ConfigError(f"{where}: {value!r} is not a usable name; it becomes a file name and a workflow "
                           "wildcard, so use only letters, digits, '_', '.' and '-', starting with a letter or digit")
     return value
+MAX_IMAGE_SIZE = 1024
+MAX_SEED = 2**31 - 1  # numpy's and torch's generators take any; 32 bits keep every tool's seed valid
 
 
 @dataclass
@@ -66,8 +69,17 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         self.protocols = tuple(self.protocols)
         self.methods = tuple(self.methods)
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image_size must be ≥ 8, got {self.image_size}")
+        if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be ≥ 8 and ≤ {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if self.categories is not None:
+            if not self.categories:
+                raise ValueError("categories is an empty list; name at least one category, or leave the key "
+                                 "out (or write `all`) for every category")
+            twice = sorted({c for c in self.categories if self.categories.count(c) > 1})
+            if twice:
+                raise ValueError(f"categories lists {twice} more than once; name each category once")
+        if self.data_seed is not None and not 0 <= self.data_seed <= MAX_SEED:
+            raise ValueError(f"data_seed must be an integer from 0 to {MAX_SEED}, got {self.data_seed}")
         if self.max_train_images is not None and self.max_train_images < 1:
             raise ValueError(f"max_train_images must be ≥ 1, got {self.max_train_images}")
         if self.examples < 0:
@@ -81,6 +93,12 @@ class DatasetConfig:
             bad = sorted(set(res or {}) - {"mem_mb", "runtime", "gpu"})
             if bad:
                 raise ValueError(f"resources.{rule}: unknown key(s) {bad}; known: mem_mb, runtime, gpu")
+            for k, v in (res or {}).items():
+                v = yaml.safe_load(v) if isinstance(v, str) else v  # `--config` passes text
+                if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "gpu" else 1):
+                    raise ValueError(f"resources.{rule}.{k} must be an integer ≥ {0 if k == 'gpu' else 1}, "
+                                     f"got {v!r}")
+                res[k] = v
 
 
 @dataclass
@@ -102,6 +120,9 @@ class ExperimentConfig:
             raise ValueError("seeds must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        bad = [s for s in self.seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED}, got {bad}")
         if self.threads < 1:
             raise ValueError(f"threads must be ≥ 1, got {self.threads}")
         if self.hint_cache_gb < 0:
@@ -131,7 +152,7 @@ def read_config_file(path: str | Path) -> dict:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if path.suffix == ".json" else strict_yaml(text)
     except (ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})") from None
     if raw is None:
@@ -139,6 +160,16 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values, got {type(raw).__name__}")
     return raw
+
+
+def workflow_config(config: dict, config_files) -> dict:
+    """The config Snakemake assembled (``--configfile`` files updated with ``--config`` values), as
+    the workflow uses it: each file re-read strictly (Snakemake's own YAML reader keeps the last of
+    two equal keys silently), ``--config`` texts turned into the numbers and lists they stand for
+    (Snakemake passes ``seeds=[0,1]`` as ["0", "1"]), and everything checked, as plain JSON values."""
+    for f in config_files:
+        read_config_file(f)
+    return json.loads(dump(load_config(config)))
 
 
 def load_config(source: str | Path | dict) -> ExperimentConfig:
@@ -172,9 +203,8 @@ def _check(cfg: ExperimentConfig) -> None:
         if not isinstance(entry, dict) or "method" not in entry:
             raise ConfigError(f"config.methods.{variant}: needs a `method:` naming a registered method")
         get_method(entry["method"])
-        ref = entry.get("ablation_of")
-        if ref is not None and ref not in cfg.methods:
-            raise ConfigError(f"config.methods.{variant}.ablation_of: {ref!r} is not an entry of config.methods")
+    for variant in cfg.methods:
+        _ablation_chain(cfg, variant)
     for name, d in cfg.datasets.items():
         spec = get_dataset(name)
         extra = d.protocol_methods or {}
@@ -229,6 +259,24 @@ def _check_expert_size(expert: str, size: int, where: str) -> None:
                           f"expert {expert}; use e.g. {max(stride, round(size / stride) * stride)}")
 
 
+def _ablation_chain(cfg: ExperimentConfig, variant: str) -> list[str]:
+    """``variant``, the variant it ablates, that one's, …: an unknown name, a variant of another
+    method or a cycle is an error (a cycle would leave no compared method to show)."""
+    chain = [variant]
+    while (ref := cfg.methods[chain[-1]].get("ablation_of")) is not None:
+        where = f"config.methods.{chain[-1]}.ablation_of"
+        if not isinstance(ref, str) or ref not in cfg.methods:
+            raise ConfigError(f"{where}: {ref!r} is not an entry of config.methods ({sorted(cfg.methods)})")
+        if ref in chain:
+            raise ConfigError(f"{where}: {ref!r} makes a cycle ({' → '.join([*chain, ref])}); an ablation must "
+                              "end at a compared method (an entry without ablation_of)")
+        if cfg.methods[ref]["method"] != cfg.methods[chain[-1]]["method"]:
+            raise ConfigError(f"{where}: {ref!r} is a {cfg.methods[ref]['method']} variant, not "
+                              f"{cfg.methods[chain[-1]]['method']}; an ablation changes options of one method")
+        chain.append(ref)
+    return chain
+
+
 def variants(cfg: ExperimentConfig, dataset: str, protocol: str | None = None) -> list[str]:
     """The variants a dataset runs (in ``protocol``, or in any of its protocols), in config order."""
     d = cfg.dataset(dataset)
@@ -240,10 +288,15 @@ def variants(cfg: ExperimentConfig, dataset: str, protocol: str | None = None) -
 def method_options(cfg: ExperimentConfig, dataset: str, variant: str) -> tuple[str, dict]:
     """(registry name, options) of a variant on a dataset.
 
-    The dataset's ``overrides`` for the variant's registry method fill in the options the variant
-    does not set itself (the paper's MVTec λ: ``overrides: {mkd: {lam: 0.5}}``; an ablation's own
-    ``lam: 0.1`` still wins)."""
-    entry = {k: v for k, v in cfg.methods[variant].items() if k not in META_KEYS}
+    An ablation (``ablation_of: v``) is ``v``'s options with its own ones changed, so
+    ``mkd10-raw: {method: mkd, ablation_of: mkd10, map_normalization: none}`` evaluates the model
+    trained with ``mkd10``'s options (an ablation that changes only evaluation options shares it).
+    The dataset's ``overrides`` for the variant's registry method fill in the options that neither
+    the variant nor the ones it ablates set (the paper's MVTec λ: ``overrides: {mkd: {lam: 0.5}}``;
+    an ablation's own ``lam: 0.1`` still wins)."""
+    entry = {}
+    for v in reversed(_ablation_chain(cfg, variant)):
+        entry.update({k: val for k, val in cfg.methods[v].items() if k not in META_KEYS})
     name = cfg.methods[variant]["method"]
     for key, value in ((cfg.dataset(dataset).overrides or {}).get(name) or {}).items():
         entry.setdefault(key, value)
@@ -378,6 +431,20 @@ def model_dir(cfg: ExperimentConfig, key: RunKey) -> Path:
 
 def eval_dir(cfg: ExperimentConfig, key: RunKey) -> Path:
     return Path(cfg.work_dir) / "eval" / key.path
+
+
+def source_signature(source: str | None) -> str:
+    """A short hash of a local copy's files (path, size and modification time of each), so that
+    editing one image or mask of a ``source:`` folder changes it; "" without a source."""
+    if not source:
+        return ""
+    root = Path(source)
+    if not root.exists():
+        return "missing"
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    stamps = [(str(p.relative_to(root)) if p != root else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+              for p in files]
+    return config_hash(stamps)
 
 
 def image_size(cfg: ExperimentConfig, dataset: str) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdad.data.base import DatasetError
 from kdad.experts import Expert
 
 
@@ -73,20 +74,38 @@ def save_hint_cache(folder: str | os.PathLike, splits: dict[str, list[np.ndarray
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_hint_cache(folder: str | os.PathLike, split: str) -> list[np.ndarray] | None:
-    """Memory-mapped hints of one split, in hint order; None when the hints were too large to cache."""
+def load_hint_cache(folder: str | os.PathLike, split: str, n_images: int | None = None) -> list[np.ndarray] | None:
+    """Memory-mapped hints of one split, in hint order; None when the hints were too large to cache.
+
+    Every file is checked against ``meta.json`` (and ``n_images``, the split's images) when opened:
+    a damaged or partly replaced cache is a :class:`DatasetError` saying to delete it, not an
+    IndexError in the middle of a training."""
     folder = Path(folder)
+    redo = f"delete {folder} and run the workflow again (its features step rebuilds it)"
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
-        raise FileNotFoundError(f"{folder} holds no readable meta.json; run `kdad features` (the workflow's "
-                                "features step) again") from None
+        raise DatasetError(f"{folder} holds no readable meta.json; {redo}") from None
     if not meta.get("cached", True):
         return None
     files = sorted(folder.glob(f"{split}_h*.npy"), key=lambda p: int(p.stem.split("_h")[-1]))
     if not files:
-        raise FileNotFoundError(f"{folder} holds no hints for split {split!r}; run `kdad features` first")
-    return [np.load(f, mmap_mode="r") for f in files]
+        raise DatasetError(f"{folder} holds no hints for split {split!r}; {redo}")
+    hints = []
+    for f in files:
+        try:
+            hints.append(np.load(f, mmap_mode="r"))
+        except (OSError, ValueError) as err:  # truncated: the header promises more than the file holds
+            raise DatasetError(f"{f}: a damaged hint file ({err}); {redo}") from None
+    shapes = [list(h.shape) for h in hints]
+    want = (meta.get("shapes") or {}).get(split)
+    if want is not None and shapes != want:
+        raise DatasetError(f"{folder}: the {split} hints have shapes {shapes}, meta.json says {want}; {redo}")
+    counts = {h.shape[0] for h in hints} | ({n_images} if n_images is not None else set())
+    if len(counts) > 1:
+        raise DatasetError(f"{folder}: the {split} hints cover {sorted(h.shape[0] for h in hints)} images, the "
+                           f"prepared data {n_images}; {redo}")
+    return hints
 
 
 def build_hint_cache(folder, expert: Expert, splits: dict[str, np.ndarray], *, normalize: bool, meta: dict,
@@ -108,6 +127,7 @@ def build_hint_cache(folder, expert: Expert, splits: dict[str, np.ndarray], *, n
              for name, images in splits.items()}
     seconds = time.perf_counter() - t0
     meta = {**meta, "images": n, "cached": True, "bytes": size, "seconds": round(seconds, 3),
+            "shapes": {name: [list(h.shape) for h in hs] for name, hs in hints.items()},
             "images_per_second": round(n / max(seconds, 1e-9), 1)}
     save_hint_cache(folder, hints, meta)
     return meta

@@ -75,8 +75,8 @@ class MKDConfig:
                 raise ValueError(f"mkd.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.train_hints or not self.score_hints:
             raise ValueError("train_hints and score_hints must not be empty")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.lam < 0:
-            raise ValueError("epochs ≥ 0, batch_size ≥ 1, lr > 0 and lam ≥ 0 are required")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.lam < 0:
+            raise ValueError("epochs ≥ 1, batch_size ≥ 1, lr > 0 and lam ≥ 0 are required")
         if self.blur_sigma < 0 or self.smooth_grad_noise < 0 or min(self.smooth_grad_samples, self.ig_steps,
                                                                       self.map_batch) < 1:
             raise ValueError("blur_sigma and smooth_grad_noise must be ≥ 0; smooth_grad_samples, ig_steps "

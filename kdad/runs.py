@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from kdad.experiment import (ExperimentConfig, RunKey, data_seed, dataset_file, 
                              expert_of, features_dir, image_size, method_options, model_dir, model_variant,
                              run_key, slug)
 from kdad.features import build_hint_cache, load_hint_cache
-from kdad.methods import build_method
+from kdad.methods import build_method, training_options
 from kdad.protocols import make_task
 from kdad.provenance import code_version, machine, resolve_device, versions
 from kdad.training import TrainingError
@@ -102,13 +103,23 @@ class _Inputs:
         self.draw = draw(cfg, key.dataset, key.seed)
         self.ds = PreparedDataset.load(dataset_file(cfg, key.dataset, self.draw))
         self.spec = get_dataset(key.dataset)
-        expert = expert_of(cfg, key.dataset, key.variant)
+        expert = self.expert = expert_of(cfg, key.dataset, key.variant)
         self.cache = None
         if expert is not None:
             folder = features_dir(cfg, key.dataset, self.draw, *expert)
-            cache = {split: load_hint_cache(folder, split) for split in ("train", "test")}
+            cache = {split: load_hint_cache(folder, split, len(getattr(self.ds, split).images))
+                     for split in ("train", "test")}
             self.cache = cache if all(v is not None for v in cache.values()) else None
         self.size = image_size(cfg, key.dataset)
+
+    @property
+    def hint_mode(self) -> str:
+        """How the expert's hints reach the model: ``cached`` (float16 from the features step),
+        ``per-batch`` (computed in float32 on each batch: another rounding, so other numbers) or
+        ``none`` (the method uses no expert)."""
+        if self.expert is None:
+            return "none"
+        return "cached" if self.cache is not None else "per-batch"
 
     def task(self, cfg: ExperimentConfig, key: RunKey, category: str):
         d = cfg.dataset(key.dataset)
@@ -141,18 +152,30 @@ def _what(key: RunKey, category: str) -> str:
 # -------------------------------------------------------------------------------------- train
 def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: int, out_dir: str | Path) -> Path:
     """Fit ``model`` on every category of (dataset, protocol) with ``seed``: ``<out>/<category>.pt`` each,
-    then ``<out>/meta.json``. A killed job resumes each model from its last finished epoch."""
+    then ``<out>/meta.json``. A killed job, run again, reuses the categories it had finished and resumes
+    the others from their last finished epoch (under the same :func:`resume_key` only)."""
     variant = model_variant(cfg, dataset, protocol, model)
     key = run_key(cfg, dataset, protocol, variant, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = _Inputs(cfg, key)
     spec, config, detector = _detector(cfg, key)
-    checkpoints = Path(cfg.work_dir) / "checkpoints" / key.model_path
+    resume = resume_key(cfg, key, inputs, config)
+    # checkpoints and finished models live outside the job's output folder (which Snakemake deletes
+    # when the job is killed), in a folder named by everything that changes the result
+    checkpoints = Path(cfg.work_dir) / "checkpoints" / key.model_path / resume
     meta = {"model": model, "method": spec.name, "variant_used": variant, "seed": seed, "draw": inputs.draw,
-            "code_version": code_version(), "categories": {}}
+            "hints": inputs.hint_mode, "resume_key": resume, "code_version": code_version(), "categories": {}}
+    # every category's split first (cheap): a test set with one class fails before any training
+    tasks = {category: inputs.task(cfg, key, category) for category in key.categories}
     for category in key.categories:
-        task = inputs.task(cfg, key, category)
+        done, done_info = checkpoints / f"{slug(category)}.model.pt", checkpoints / f"{slug(category)}.model.json"
+        if done.is_file() and done_info.is_file():
+            log(f"train {_what(key, category)}: reusing the model finished before the job was stopped ({done})")
+            _copy_atomic(done, out_dir / f"{slug(category)}.pt")
+            meta["categories"][category] = json.loads(done_info.read_text())
+            continue
+        task = tasks[category]
         images = inputs.images(task.train_split, task.train)
         log(f"train {_what(key, category)}: {len(images)} images")
         ckpt = checkpoints / f"{slug(category)}.pt"
@@ -168,11 +191,40 @@ def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: 
         info = {"train_images": int(len(images)), "train_seconds": train_seconds,
                 "train_images_per_second": (len(images) * len(history) / train_seconds if history and train_seconds
                                             else len(images) / max(seconds, 1e-9))}
-        detector.save(out_dir / f"{slug(category)}.pt", meta=info)
-        meta["categories"][category] = info
+        detector.save(done, meta=info)
+        _write_json_atomic(done_info, info)  # written last: the finished model is complete
         ckpt.unlink(missing_ok=True)
+        _copy_atomic(done, out_dir / f"{slug(category)}.pt")
+        meta["categories"][category] = info
     _write_json_atomic(out_dir / "meta.json", meta)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return out_dir
+
+
+def resume_key(cfg: ExperimentConfig, key: RunKey, inputs: _Inputs, config) -> str:
+    """Hash of everything a train job's models depend on: the method's training options, the seed,
+    the dataset's settings, the prepared data and hint files themselves, and how hints are read.
+    A checkpoint or finished model is reused only under the same key."""
+    d = cfg.dataset(key.dataset)
+    files = [dataset_file(cfg, key.dataset, inputs.draw)]
+    if inputs.expert is not None:
+        files.append(features_dir(cfg, key.dataset, inputs.draw, *inputs.expert) / "meta.json")
+    stamps = {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()}
+    return config_hash({"method": key.model.rsplit("-", 1)[0], "training": training_options(config),
+                        "seed": key.seed, "draw": inputs.draw, "image_size": inputs.size,
+                        "dataset": {k: getattr(d, k) for k in ("source", "data_seed", "max_train_images",
+                                                               "categories")},
+                        "hints": inputs.hint_mode, "files": stamps})
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -204,7 +256,7 @@ def evaluate(cfg: ExperimentConfig, dataset: str, protocol: str, variant: str, s
             row, arrays, curves, defect_rows, ex = _evaluate_one(
                 cfg, key, detector, spec, inputs, name, split, rows, labels, base)
             row.update(train_images=info.get("train_images"), train_seconds=info.get("train_seconds"),
-                       train_images_per_second=info.get("train_images_per_second"))
+                       train_images_per_second=info.get("train_images_per_second"), hints=inputs.hint_mode)
             out["runs"].append(row)
             out["curves"] += curves
             out["defects"] += defect_rows

@@ -6,7 +6,9 @@ the loop owns everything else, the same way for every method:
 - **seeding**: the order of the training images in every epoch comes from a generator seeded with
   the run's seed; torch's global generator is seeded too (dropout, noise);
 - **batches** of ``batch_size`` indices; a last batch of one image is skipped when the modules hold
-  BatchNorm (its training statistics are undefined for one image);
+  BatchNorm (its training statistics are undefined for one image); settings that leave an epoch
+  without a single optimiser step (``batch_size: 1`` with BatchNorm) are an error, not an
+  untrained model;
 - **divergence**: a NaN/inf loss raises :class:`TrainingError` with the method, epoch and batch,
   before the optimiser step, so nothing diverged is saved;
 - **history**: one record per epoch, ``{"phase", "epoch", "loss", "seconds", "images_per_second"}``,
@@ -61,6 +63,10 @@ def train(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
     if epochs < 0 or batch_size < 1:
         raise TrainingError(f"{what}: epochs must be ≥ 0 and batch_size ≥ 1 (got {epochs}, {batch_size})")
     min_batch = 2 if has_batchnorm(modules) and n >= 2 else 1
+    steps = sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= min_batch)
+    if epochs > 0 and steps == 0:
+        raise TrainingError(f"{what}: batch_size {batch_size} with {n} training image(s) leaves no batch to train "
+                            f"on (a batch of one image is skipped: the model holds BatchNorm); use batch_size ≥ 2")
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from kdad.experiment import (dataset_file, draw, draws, dump, expert_of, features_dir, load_config,
-                             method_options, model_variant, plan, variants)
+                             method_options, model_variant, plan, source_signature, variants)
 from kdad.config import config_hash
 from kdad.methods import get_method, training_options
 from kdad.experiment import resolved_config

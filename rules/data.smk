@@ -8,6 +8,8 @@ rule prepare:
         WORK / "benchmarks" / "prepare" / "{dataset}-{draw}.tsv"
     params:
         settings=lambda w: json.dumps(dataset_settings(w.dataset), default=list),
+        # a local copy's files (size and time of each): editing an image or mask reruns the step
+        source=lambda w: source_signature(CFG.dataset(w.dataset).source),
     threads: 1
     resources:
         mem_mb=res("prepare", "mem_mb"),
@@ -29,6 +31,9 @@ rule features:
         WORK / "benchmarks" / "features" / "{dataset}-{draw}-{expert}-{norm}.tsv"
     params:
         normalize=lambda w: int(w.norm == "norm"),
+        # the budget decides whether hints are cached (float16) or computed per batch (float32):
+        # other numbers, so a change reruns this step and what reads it
+        budget=CFG.hint_cache_gb,
     threads: max(2, CFG.threads)  # Snakemake caps it at --cores
     # each features job unlocks a dataset's long training chains: started late, they leave one core
     # idle at the end (measured on the default run: its last 6 minutes ran one job at a time)

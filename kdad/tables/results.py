@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kdad.tables.validate import check_shape, check_values
+
 __all__ = [
     "DATASET_LABELS",
     "LOCALIZATION_OPTIONS",
@@ -92,6 +94,10 @@ def _read(path: Path, kind: str) -> pd.DataFrame | None:
         header = pd.read_csv(path, nrows=0).columns
     except pd.errors.EmptyDataError:
         return None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ResultsError(f"{path}: not a CSV text file ({type(err).__name__}); delete it and run the workflow "
+                           "again") from None
+    lines = check_shape(path, ResultsError)
     text = {c: str for c in header if c in TEXT_COLUMNS or c.startswith(OPT)}
     df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     if df.empty:
@@ -100,6 +106,7 @@ def _read(path: Path, kind: str) -> pd.DataFrame | None:
     if missing:
         raise ResultsError(f"{path}: missing column(s) {missing}; expected at least {list(REQUIRED[kind])} "
                            "(docs/results.md)")
+    check_values(df, path, kind, lines, ResultsError)
     df["ablation_of"] = df["ablation_of"].fillna("") if "ablation_of" in df else ""
     df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
     for c in [c for c in df.columns if c.startswith(OPT)]:
