@@ -153,11 +153,17 @@ def _what(key: RunKey, category: str) -> str:
 def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: int, out_dir: str | Path) -> Path:
     """Fit ``model`` on every category of (dataset, protocol) with ``seed``: ``<out>/<category>.pt`` each,
     then ``<out>/meta.json``. A killed job, run again, reuses the categories it had finished and resumes
-    the others from their last finished epoch (under the same :func:`resume_key` only)."""
+    the others from their last finished epoch (under the same :func:`resume_key` only).
+
+    The folder is filled under a temporary name beside it and renamed into place when every
+    category is done: a model folder exists only when complete, so another invocation sharing the
+    work folder never takes a half-built one for a finished one."""
     variant = model_variant(cfg, dataset, protocol, model)
     key = run_key(cfg, dataset, protocol, variant, seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir = Path(out_dir)
+    out_dir = final_dir.with_name(f".{final_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
     inputs = _Inputs(cfg, key)
     spec, config, detector = _detector(cfg, key)
     resume = resume_key(cfg, key, inputs, config)
@@ -197,8 +203,11 @@ def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: 
         _copy_atomic(done, out_dir / f"{slug(category)}.pt")
         meta["categories"][category] = info
     _write_json_atomic(out_dir / "meta.json", meta)
+    if final_dir.exists():  # an outdated model folder of an earlier job (work/ is kdad's own)
+        shutil.rmtree(final_dir)
+    os.rename(out_dir, final_dir)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return out_dir
+    return final_dir
 
 
 def resume_key(cfg: ExperimentConfig, key: RunKey, inputs: _Inputs, config) -> str:

@@ -69,11 +69,14 @@ def _train(work: Path, monkeypatch, kill_on: int | None = None, calls: list | No
         return spec, config, detector
     monkeypatch.setattr(runs, "build_method", build)
     out = work / "models" / key.model_path
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)  # Snakemake removes a job's old output before running it
     try:
         runs.train(cfg, "textures", "one-class", key.model, 0, out)
     except Killed:
-        import shutil
-        shutil.rmtree(out)  # what Snakemake does with the output folder of a killed job
+        # a model folder exists only when complete (built under another name), so a second
+        # invocation sharing work/ cannot take a half-built one for a finished one
+        assert not out.exists()
     return len(calls), out
 
 
