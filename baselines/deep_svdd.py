@@ -22,16 +22,13 @@ c is computed in eval mode, as the authors' code does.
 
 Optimisation (paper): Adam, lr 1e-4, weight decay λ = 1e-6, batch size 200, 250 + 100 epochs of
 pretraining and 150 + 100 epochs of Deep SVDD (lr 1e-4, then 1e-5). Here: lr 1e-3 in both phases
-(``pretrain_lr``, ``lr``; no milestone), 30 + 30 epochs — measured on Fashion-MNIST, 32 px, the
-6,000 images of T-shirt/top (``benchmarks/baseline_budgets.py``, 1 thread): ~5–7 s per
-pretraining epoch, ~2 s per SVDD epoch; with lr 1e-3 the pretraining loss falls by < 2 % per epoch
-after ~25 epochs and the SVDD loss levels off at 0.013–0.015 from epoch ~20 (image AUROC 89.8 after
-30 + 30); with the paper's lr 1e-4, 20 + 40 epochs left both losses falling steeply (pretraining
-loss 180 → 3.0, SVDD 0.32 → 0.018; AUROC 87.8 / 88.6 / 89.5 after 10 / 20 / 40). With 400 images (2 steps an
-epoch, 0.25 + 0.09 s an epoch) the same number of steps takes longer: 30 + 30 epochs left both
-losses falling (AUROC 86.0), 60 + 60 reached < 1 % per epoch from epochs 42 / 52 (AUROC 87.4).
-On the textures tiles at 64 px (``cifar`` network) one pretraining epoch of 200 tiles costs ~10 s and 20 + 10 epochs
-scored at chance (AUROC 48.7): this method needs far more than a small budget there.
+(``pretrain_lr``, ``lr``; no milestone), 30 + 30 epochs, chosen from the *training losses* alone
+(no labels, no test split): on the 6,000 images of a Fashion-MNIST class at 32 px (~5–7 s per
+pretraining epoch, ~2 s per SVDD epoch, 1 thread) the pretraining loss falls by < 2 % per epoch
+after ~25 epochs and the SVDD loss levels off from epoch ~20; with the paper's lr 1e-4, 20 + 40
+epochs left both losses falling steeply. With 400 images (2 steps an epoch) 60 + 60 epochs are
+needed for the losses to fall < 1 % per epoch (from epochs 42 / 52). On 200 texture tiles at 64 px
+one pretraining epoch costs ~10 s: this method needs far more than a small budget there.
 """
 
 from __future__ import annotations
