@@ -8,6 +8,9 @@
   figure inline with a one-line caption and links every table;
 * ``.kdad-report-manifest``: the files this render wrote.
 
+Results whose ``code_fingerprint`` is not the current code's are marked stale in every table's notes,
+in ``README_TABLE.md`` and at the top of ``index.md`` (:func:`kdad.results_check.staleness`).
+
 The report never deletes what it did not write: every file is written atomically (a temporary file
 beside it, then renamed), and the only files ever removed are those the previous render listed in
 its manifest and this one no longer writes.  It refuses an ``out_dir`` that is, or contains, the
@@ -118,9 +121,10 @@ def _short(caption: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- index
-def _index(results_dir: Path, results, tables, figures: list[tuple[str, str, str]], readme: str | None) -> str:
+def _index(results_dir: Path, results, tables, figures: list[tuple[str, str, str]], readme: str | None,
+           stale: str | None = None) -> str:
     present = [name for name in ("runs", "defects", "curves", "history") if getattr(results, name) is not None]
-    lines = ["# kdad report", "",
+    lines = ["# kdad report", "", *([f"**{stale}**", ""] if stale else []),
              f"Every table and figure below is computed by `kdad report` from the result files in "
              f"`{results_dir.as_posix()}` ({', '.join(f'{n}.csv' for n in present)}; {len(results.runs)} rows in "
              "runs.csv). Each table comes as Markdown, LaTeX and CSV (the CSV holds the numbers behind the cells).",
@@ -168,6 +172,7 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
     from kdad.figures import build_figures, example_file
     from kdad.figures.style import DPI
     from kdad.tables import ResultsError, build_tables, load_results
+    from kdad.results_check import staleness
     from kdad.tables import render as render_table
 
     import matplotlib.pyplot as plt
@@ -183,6 +188,10 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
         tables = build_tables(results)
     except ResultsError as err:
         raise ReportError(str(err)) from err
+    stale = staleness(results.runs)
+    if stale:
+        for t in tables:
+            t.notes.append(stale)
 
     out = _Output(out_dir)
     for t in tables:
@@ -201,7 +210,7 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
     if readme is not None:
         out.write("README_TABLE.md", readme)
     out.write("index.md", _index(results_dir, results, tables, figures,
-                                 None if summary is None else _readme_body(summary)))
+                                 None if summary is None else _readme_body(summary), stale))
     out.finish()
     return list(out.written)
 
