@@ -4,8 +4,9 @@
 
 * ``<table>.md``, ``<table>.tex``, ``<table>.csv`` for every table of :mod:`kdad.tables`;
 * ``figures/<figure>.png`` for every figure of :mod:`kdad.figures`;
-* ``README_TABLE.md`` (the dataset-level summary for the README) and ``index.md``, which shows every
-  figure inline with a one-line caption and links every table;
+* ``README_TABLE.md`` (the dataset-level summary for the README), ``README_CLAIMS.md`` (the README's
+  quantitative claims: ablations, MKD against the best other method, ranks; :mod:`kdad.tables.claims`)
+  and ``index.md``, which shows every figure inline with a one-line caption and links every table;
 * ``.kdad-report-manifest``: the files this render wrote.
 
 Results whose ``code_fingerprint`` is not the current code's are marked stale in every table's notes,
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from kdad.config import ConfigError
 
-__all__ = ["MANIFEST", "ReportError", "render"]
+__all__ = ["MANIFEST", "ReportError", "readme_claims", "readme_table", "render"]
 
 MANIFEST = ".kdad-report-manifest"
 _MANIFEST_HEADER = ("# kdad report: the files the last `kdad report` wrote into this folder (relative paths). "
@@ -209,10 +210,32 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
     readme = _readme_table(summary, out_dir) if summary is not None else None
     if readme is not None:
         out.write("README_TABLE.md", readme)
+    out.write("README_CLAIMS.md", readme_claims(results.runs, stale))
     out.write("index.md", _index(results_dir, results, tables, figures,
                                  None if summary is None else _readme_body(summary), stale))
     out.finish()
     return list(out.written)
+
+
+def readme_claims(runs, stale: str | None = None) -> str:
+    """The text of ``README_CLAIMS.md`` (with the staleness mark when the code has changed since)."""
+    from kdad.tables.claims import claims_markdown
+
+    return (f"**{stale}**\n\n" if stale else "") + claims_markdown(runs)
+
+
+def readme_table(runs, out_dir: str | Path = "report", stale: str | None = None) -> str | None:
+    """The text of ``README_TABLE.md`` for ``runs`` as ``render`` writes it into ``out_dir`` (None
+    without a summary table); no figure is drawn."""
+    from kdad.tables import load_paper_numbers
+    from kdad.tables.main import summary_table
+
+    summary = summary_table(runs, load_paper_numbers())
+    if summary is None:
+        return None
+    if stale:
+        summary.notes.append(stale)
+    return _readme_table(summary, Path(out_dir))
 
 
 def _readme_body(table) -> str:

@@ -58,7 +58,7 @@ def fit_score(name: str, options: dict, train, test, train_hints=None, test_hint
 
 def float16_perturbation_gap(name: str, options: dict, train, test, labels, *, train_hints=None,
                              test_hints=None, seed: int = 0, rel: float = FLOAT16_REL,
-                             refit: bool = True) -> tuple[float, float]:
+                             refit: bool = True, draw: int = 12345) -> tuple[float, float]:
     """(clean image AUROC, |clean − perturbed| AUROC), both in points, for registry method ``name``.
 
     ``refit`` (default): the perturbed run fits again on perturbed training features, as another
@@ -66,7 +66,7 @@ def float16_perturbation_gap(name: str, options: dict, train, test, labels, *, t
     _, _, det = build_method(name, options)
     det.fit(train, seed=seed, hints=train_hints)
     clean = 100 * image_auroc(labels, det.score(test, hints=test_hints))
-    rng = np.random.default_rng(12345)
+    rng = np.random.default_rng(draw)
     noisy_train, noisy_test = [None if h is None else [perturb(x, rng, rel) for x in h]
                                for h in (train_hints, test_hints)]
     with perturbed_pixels(rng, rel):
