@@ -1,6 +1,6 @@
 """``kdad``: the benchmark's steps from the command line (the workflow calls these; so can you).
 
-Exit codes: 0 success; 2 a usage error (unknown option, missing argument); 3 a configuration
+Exit codes: 0 success; 1 ``check-results`` found a failure; 2 a usage error (unknown option, missing argument); 3 a configuration
 error; 4 a data error (missing, corrupt or unreadable dataset, weights or result files); 5 a
 training or model error (diverged training, a model file that does not fit its options).
 """
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 EXIT_USAGE, EXIT_CONFIG, EXIT_DATA, EXIT_MODEL = 2, 3, 4, 5
+EXIT_CHECK_FAILED = 1
 
 COMMANDS = {
     "list": "registered datasets, experts and methods, one line each",
@@ -21,6 +22,7 @@ COMMANDS = {
     "evaluate": "score (and map) every category's test images with its trained model",
     "aggregate": "collect evaluation results into tidy results/*.csv",
     "report": "render tables and figures from results/*.csv",
+    "check-results": "whether every results/**/runs.csv was made by clean, current code (exit 1 on a failure)",
 }
 
 
@@ -69,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     ps["report"].add_argument("--out", required=True, help="report folder (only files the report wrote are replaced)")
     ps["report"].add_argument("--examples", nargs="*", default=None,
                               help="evaluations' examples.npz files for the anomaly-map figures")
+    ps["check-results"].add_argument("--results", nargs="+", default=["results"], metavar="DIR",
+                                     help="folders searched for runs.csv files (default: results)")
     return parser
 
 
@@ -94,6 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in aggregate(args.results, args.out).items():
             print(f"{name}: {path}")
         return 0
+    if args.command == "check-results":
+        from kdad.provenance import code_fingerprint
+        from kdad.results_check import FAIL, check_results
+        current = code_fingerprint()
+        checks = check_results(args.results, current)
+        print(f"current code fingerprint: {current}")
+        for c in checks:
+            print(c.line())
+        failed = sum(c.status == FAIL for c in checks)
+        print(f"{len(checks)} file(s): {failed} FAIL, {sum(c.status == 'STALE' for c in checks)} STALE")
+        return EXIT_CHECK_FAILED if failed else 0
     if args.command == "report":
         from kdad.report import render
         for path in render(args.results, args.out, args.examples):

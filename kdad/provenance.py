@@ -1,8 +1,22 @@
-"""Where and with what a number was computed: machine, device, versions, code revision."""
+"""Where and with what a number was computed: machine, device, versions, code revision.
+
+Code provenance of a result row (``docs/results.md``):
+
+* ``code_version``: the git commit, ``+dirty`` when the code differs from it (for people);
+* ``code_fingerprint``: a hash of the *contents* of every file that can change a number
+  (``CODE_PATHS``: kdad/, baselines/, rules/, the Snakefile; tracked and untracked, git-ignored files
+  such as ``__pycache__`` excluded).  It is not the commit, so committing results alone leaves it
+  unchanged, and ``kdad check-results`` can tell results made by the current code from stale ones;
+* ``code_clean``: whether those paths had no uncommitted change (a dirty tree's code cannot be
+  recovered from any commit).
+
+The resolved configuration is covered by the row's ``config_hash``.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -10,6 +24,11 @@ import subprocess
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# every path whose contents can change a number in results/ (the config is hashed on its own)
+CODE_PATHS = ("kdad", "baselines", "rules", "Snakefile")
+_SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -71,3 +90,56 @@ def code_version() -> str:
             return "kdad-" + version("kdad")
         except PackageNotFoundError:
             return "unknown"
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
+
+
+def code_files(root: Path = ROOT) -> list[str]:
+    """The files ``code_fingerprint`` hashes, relative to ``root`` and sorted: in a git checkout the
+    tracked and untracked, not ignored, files under ``CODE_PATHS``; elsewhere every file under them
+    but caches (``__pycache__``, ``*.pyc``)."""
+    root = Path(root)
+    try:
+        out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS)
+        names = {n for n in out.split("\0") if n}
+    except (OSError, subprocess.SubprocessError):
+        names = set()
+        for part in CODE_PATHS:
+            base = root / part
+            found = [base] if base.is_file() else base.rglob("*") if base.is_dir() else []
+            names |= {f.relative_to(root).as_posix() for f in found if f.is_file()}
+    return sorted(n for n in names if (root / n).is_file() and not n.endswith(".pyc")
+                  and not _SKIP_PARTS & set(Path(n).parts))
+
+
+def fingerprint_files(root: Path, names: list[str]) -> str:
+    """16 hex digits of a SHA-256 over (path, SHA-256 of its bytes) of every named file, in order."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode("utf-8") + b"\0" + hashlib.sha256((Path(root) / name).read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint(root: Path = ROOT) -> str:
+    """The content hash of the code that can change a number (see the module docstring)."""
+    return fingerprint_files(root, code_files(root))
+
+
+@functools.lru_cache(maxsize=1)
+def code_clean(root: Path = ROOT) -> bool | None:
+    """True when ``CODE_PATHS`` have no uncommitted change (untracked files included); None outside a
+    git checkout (nothing to compare with)."""
+    try:
+        _git(root, "rev-parse", "HEAD")
+        return not _git(root, "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS).strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_provenance() -> dict:
+    """The code columns of a result row: ``code_version``, ``code_fingerprint``, ``code_clean``."""
+    return {"code_version": code_version(), "code_fingerprint": code_fingerprint(), "code_clean": code_clean()}

@@ -4,9 +4,13 @@
 
 * ``<table>.md``, ``<table>.tex``, ``<table>.csv`` for every table of :mod:`kdad.tables`;
 * ``figures/<figure>.png`` for every figure of :mod:`kdad.figures`;
-* ``README_TABLE.md`` (the dataset-level summary for the README) and ``index.md``, which shows every
-  figure inline with a one-line caption and links every table;
+* ``README_TABLE.md`` (the dataset-level summary for the README), ``README_CLAIMS.md`` (the README's
+  quantitative claims: ablations, MKD against the best other method, ranks; :mod:`kdad.tables.claims`)
+  and ``index.md``, which shows every figure inline with a one-line caption and links every table;
 * ``.kdad-report-manifest``: the files this render wrote.
+
+Results whose ``code_fingerprint`` is not the current code's are marked stale in every table's notes,
+in ``README_TABLE.md`` and at the top of ``index.md`` (:func:`kdad.results_check.staleness`).
 
 The report never deletes or replaces what it did not write: the whole render goes to a temporary
 folder beside ``out_dir`` first and is moved into place (file by file, each an atomic rename) only
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from kdad.config import ConfigError
 
-__all__ = ["MANIFEST", "ReportError", "render"]
+__all__ = ["MANIFEST", "ReportError", "readme_claims", "readme_table", "render"]
 
 MANIFEST = ".kdad-report-manifest"
 _MANIFEST_HEADER = ("# kdad report: the files the last `kdad report` wrote into this folder (relative paths). "
@@ -150,9 +154,10 @@ def _short(caption: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- index
-def _index(results_dir: Path, results, tables, figures: list[tuple[str, str, str]], readme: str | None) -> str:
+def _index(results_dir: Path, results, tables, figures: list[tuple[str, str, str]], readme: str | None,
+           stale: str | None = None) -> str:
     present = [name for name in ("runs", "defects", "curves", "history") if getattr(results, name) is not None]
-    lines = ["# kdad report", "",
+    lines = ["# kdad report", "", *([f"**{stale}**", ""] if stale else []),
              f"Every table and figure below is computed by `kdad report` from the result files in "
              f"`{results_dir.as_posix()}` ({', '.join(f'{n}.csv' for n in present)}; {len(results.runs)} rows in "
              "runs.csv). Each table comes as Markdown, LaTeX and CSV (the CSV holds the numbers behind the cells).",
@@ -200,6 +205,7 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
     from kdad.figures import build_figures, example_file
     from kdad.figures.style import DPI
     from kdad.tables import ResultsError, build_tables, load_results
+    from kdad.results_check import staleness
     from kdad.tables import render as render_table
 
     import matplotlib.pyplot as plt
@@ -215,6 +221,10 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
         tables = build_tables(results)
     except ResultsError as err:
         raise ReportError(str(err)) from err
+    stale = staleness(results.runs)
+    if stale:
+        for t in tables:
+            t.notes.append(stale)
 
     out = _Output(out_dir)
     try:
@@ -233,12 +243,34 @@ def render(results_dir: str | Path, out_dir: str | Path, examples: Sequence[str 
         readme = _readme_table(summary, out_dir) if summary is not None else None
         if readme is not None:
             out.write("README_TABLE.md", readme)
+        out.write("README_CLAIMS.md", readme_claims(results.runs, stale))
         out.write("index.md", _index(results_dir, results, tables, figures,
-                                     None if summary is None else _readme_body(summary)))
+                                     None if summary is None else _readme_body(summary), stale))
         out.finish()
     finally:
         out.abandon()
     return [out_dir / rel for rel in out.written]
+
+
+def readme_claims(runs, stale: str | None = None) -> str:
+    """The text of ``README_CLAIMS.md`` (with the staleness mark when the code has changed since)."""
+    from kdad.tables.claims import claims_markdown
+
+    return (f"**{stale}**\n\n" if stale else "") + claims_markdown(runs)
+
+
+def readme_table(runs, out_dir: str | Path = "report", stale: str | None = None) -> str | None:
+    """The text of ``README_TABLE.md`` for ``runs`` as ``render`` writes it into ``out_dir`` (None
+    without a summary table); no figure is drawn."""
+    from kdad.tables import load_paper_numbers
+    from kdad.tables.main import summary_table
+
+    summary = summary_table(runs, load_paper_numbers())
+    if summary is None:
+        return None
+    if stale:
+        summary.notes.append(stale)
+    return _readme_table(summary, Path(out_dir))
 
 
 def _readme_body(table) -> str:

@@ -31,7 +31,7 @@ from kdad.experiment import (ExperimentConfig, RunKey, data_seed, dataset_file, 
 from kdad.features import build_hint_cache, load_hint_cache
 from kdad.methods import build_method, training_options
 from kdad.protocols import make_task
-from kdad.provenance import code_version, machine, resolve_device, versions
+from kdad.provenance import code_provenance, code_version, machine, resolve_device, versions
 from kdad.training import TrainingError
 
 CURVE_POINTS = 101
@@ -273,7 +273,7 @@ def evaluate(cfg: ExperimentConfig, dataset: str, protocol: str, variant: str, s
             examples.update({f"{name}/{k}": v for k, v in ex.items()})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     provenance = {"config_hash": config_hash({"method": dataclasses.asdict(config), "dataset": dataclasses.asdict(d)}),
-                  "code_version": code_version(), "versions": versions()}
+                  **code_provenance(), "versions": versions()}
     for row in out["runs"]:
         row.update(options)
         row.update(peak_rss_mb=peak, **where, **provenance)

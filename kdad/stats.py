@@ -24,7 +24,10 @@ import pandas as pd
 from scipy import stats as sps
 
 __all__ = [
+    "MIN_BLOCKS_FOR_FRIEDMAN",
+    "MIN_METHODS_FOR_FRIEDMAN",
     "MIN_SEEDS_FOR_CI",
+    "WILCOXON_MIN_PAIRS",
     "FriedmanResult",
     "Interval",
     "average_ranks",
@@ -42,6 +45,14 @@ __all__ = [
 # fewer non-zero paired differences than this and the two-sided Wilcoxon signed-rank test cannot
 # reach p < 0.05 (with n = 5 the smallest exact two-sided p is 2 / 2**5 = 0.0625): no p is reported
 WILCOXON_MIN_PAIRS = 6
+
+# the floor below which no Friedman p and no Nemenyi critical difference is reported: at least 3
+# entities (two are compared with the paired Wilcoxon test) over at least 5 blocks.  Demšar (2006,
+# Sec. 3.2.2) calls the chi-squared approximation behind scipy's p accurate only for N > 10 and k > 5;
+# below 5 blocks it is too crude to print, and a critical difference over so few blocks spans most
+# of the rank scale.  Blocks are units of replication (categories), never seeds.
+MIN_METHODS_FOR_FRIEDMAN = 3
+MIN_BLOCKS_FOR_FRIEDMAN = 5
 
 # with fewer seeds than this a bootstrap "95 % interval" of the mean is meaningless (3 values have
 # at most 10 distinct resample means): report the range of the values instead
@@ -124,33 +135,51 @@ def _check_unique(df: pd.DataFrame, keys: list[str], what: str) -> None:
 
 
 def wilcoxon_vs_reference(df: pd.DataFrame, reference_variant: str, value: str = "image_auroc",
-                          pair_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
-                          entity: str = "variant") -> pd.DataFrame:
-    """Paired two-sided Wilcoxon signed-rank test of every other variant against a reference.
+                          pair_on: Sequence[str] = ("dataset", "protocol", "category"),
+                          entity: str = "variant", replicate: str | None = "seed") -> pd.DataFrame:
+    """Paired two-sided Wilcoxon signed-rank test of every other variant against a reference, one
+    pair per unit of replication (by default a category).
 
-    Runs are paired on ``pair_on`` (by default the same dataset, protocol, category and seed); the
-    differences are ``other − reference``.  For each other variant the result holds ``n`` (pairs),
-    ``mean_diff``, ``median_diff``, ``statistic``, ``p_value`` (``scipy.stats.wilcoxon`` with its
-    defaults: two-sided, zero differences dropped) and ``note``.  When fewer than
-    ``WILCOXON_MIN_PAIRS`` differences are non-zero (including: all are zero), ``statistic`` and
-    ``p_value`` are NaN and the note says why.  Duplicate keys are an error: a pair is two runs.
+    Seeds of one category are not independent replications (they share the category's data, and a
+    re-scoring variant shares the very models), so they are never pairs of their own: for each
+    ``pair_on`` key (by default dataset, protocol, category) the runs of the two variants are matched
+    on ``replicate`` (the seed), only the replicates both ran are kept, and the pair is the two
+    means over those replicates.  The differences are ``other − reference``.  For each other variant
+    the result holds ``n`` (pairs, i.e. categories), ``mean_diff``, ``median_diff``, ``statistic``,
+    ``p_value`` (``scipy.stats.wilcoxon`` with its defaults: two-sided, zero differences dropped),
+    ``n_replicates`` (the fewest replicates behind one pair), ``replicate_sd`` (the within-pair
+    spread: the mean over pairs of the std over replicates of the difference, NaN with one replicate;
+    it describes seed noise and enters no test) and ``note``.  When fewer than ``WILCOXON_MIN_PAIRS``
+    differences are non-zero (including: all are zero), ``statistic`` and ``p_value`` are NaN and the
+    note says why.  Duplicate keys are an error: a replicate is one run.  ``replicate=None`` pairs
+    rows on ``pair_on`` alone.
     """
     pair_on = list(pair_on)
+    reps = [replicate] if replicate else []
     data = df.dropna(subset=[value])
-    _check_unique(data, [*pair_on, entity], "wilcoxon_vs_reference")
-    ref = data[data[entity] == reference_variant][[*pair_on, value]]
+    _check_unique(data, [*pair_on, *reps, entity], "wilcoxon_vs_reference")
+    ref = data[data[entity] == reference_variant][[*pair_on, *reps, value]]
     if ref.empty:
         raise ValueError(f"reference {entity} {reference_variant!r} has no rows with {value}")
     rows = []
     for other in sorted(set(data[entity]) - {reference_variant}):
-        cur = data[data[entity] == other][[*pair_on, value]]
-        merged = cur.merge(ref, on=pair_on, suffixes=("_other", "_ref"))
-        diff = (merged[f"{value}_other"] - merged[f"{value}_ref"]).to_numpy(dtype=float)
+        cur = data[data[entity] == other][[*pair_on, *reps, value]]
+        merged = cur.merge(ref, on=[*pair_on, *reps], suffixes=("_other", "_ref"))
+        merged["diff"] = merged[f"{value}_other"] - merged[f"{value}_ref"]
+        if merged.empty:
+            per_unit = pd.DataFrame(columns=["diff", "sd", "count"])
+        else:
+            per_unit = merged.groupby(pair_on, sort=True)["diff"].agg(
+                diff="mean", sd=lambda v: v.std(ddof=1), count="count")
+        diff = per_unit["diff"].to_numpy(dtype=float)
         nonzero = int(np.count_nonzero(diff))
         row = {entity: other, "reference": reference_variant, "n": int(diff.size),
                "mean_diff": float(diff.mean()) if diff.size else math.nan,
                "median_diff": float(np.median(diff)) if diff.size else math.nan,
-               "statistic": math.nan, "p_value": math.nan, "note": ""}
+               "statistic": math.nan, "p_value": math.nan,
+               "n_replicates": int(per_unit["count"].min()) if diff.size else 0,
+               "replicate_sd": float(per_unit["sd"].mean()) if diff.size and per_unit["sd"].notna().any()
+               else math.nan, "note": ""}
         if diff.size and nonzero == 0:
             row["note"] = "all differences are zero: no test"
         elif nonzero < WILCOXON_MIN_PAIRS:
@@ -160,8 +189,8 @@ def wilcoxon_vs_reference(df: pd.DataFrame, reference_variant: str, value: str =
             row["statistic"] = float(res.statistic)
             row["p_value"] = float(res.pvalue)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[entity, "reference", "n", "mean_diff", "median_diff",
-                                       "statistic", "p_value", "note"])
+    return pd.DataFrame(rows, columns=[entity, "reference", "n", "mean_diff", "median_diff", "statistic",
+                                       "p_value", "n_replicates", "replicate_sd", "note"])
 
 
 def complete_blocks(df: pd.DataFrame, value: str, block_on: Sequence[str], entity: str) -> pd.DataFrame:
@@ -180,7 +209,7 @@ def complete_blocks(df: pd.DataFrame, value: str, block_on: Sequence[str], entit
 
 
 def average_ranks(df: pd.DataFrame, value: str,
-                  block_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
+                  block_on: Sequence[str] = ("dataset", "protocol", "category"),
                   entity: str = "variant") -> pd.Series:
     """Mean rank of each entity over the complete blocks (Demšar 2006, Sec. 3.2.2).
 
@@ -215,7 +244,8 @@ def nemenyi_cd(k: int, n_blocks: int, alpha: float = 0.05) -> float:
 
 @dataclass
 class FriedmanResult:
-    """Outcome of :func:`friedman_nemenyi`; ``p_value`` is NaN (see ``note``) when k < 3."""
+    """Outcome of :func:`friedman_nemenyi`; ``p_value`` and ``cd`` are NaN (see ``note``) with fewer
+    than ``MIN_METHODS_FOR_FRIEDMAN`` entities or ``MIN_BLOCKS_FOR_FRIEDMAN`` blocks."""
 
     mean_ranks: pd.Series
     k: int
@@ -229,15 +259,21 @@ class FriedmanResult:
     blocks_dropped: int = 0
     entities: list[str] = field(default_factory=list)
 
+    @property
+    def tested(self) -> bool:
+        """Whether the Friedman test ran (and so the critical difference means something)."""
+        return not math.isnan(self.p_value)
+
 
 def friedman_nemenyi(df: pd.DataFrame, value: str,
-                     block_on: Sequence[str] = ("dataset", "protocol", "category", "seed"),
+                     block_on: Sequence[str] = ("dataset", "protocol", "category"),
                      entity: str = "variant", alpha: float = 0.05) -> FriedmanResult:
     """Friedman test over complete blocks and the Nemenyi critical difference at ``alpha``.
 
     The Friedman χ² and its p-value come from ``scipy.stats.friedmanchisquare`` (with scipy's tie
-    correction), which needs k ≥ 3 entities.  Two entities whose mean ranks differ by more than
-    ``cd`` differ significantly (Nemenyi, Demšar 2006).
+    correction).  Two entities whose mean ranks differ by more than ``cd`` differ significantly
+    (Nemenyi, Demšar 2006).  Below ``MIN_METHODS_FOR_FRIEDMAN`` entities or ``MIN_BLOCKS_FOR_FRIEDMAN``
+    complete blocks neither p nor ``cd`` is computed (``note`` says why); the mean ranks are.
     """
     block_on = list(block_on)
     n_all = len(df.dropna(subset=[value]).groupby(block_on).size()) if len(df) else 0
@@ -247,19 +283,17 @@ def friedman_nemenyi(df: pd.DataFrame, value: str,
     result = FriedmanResult(mean_ranks=mean_ranks, k=k, n_blocks=n, statistic=math.nan, p_value=math.nan,
                             q_alpha=nemenyi_q(k, alpha) if k >= 2 else math.nan, cd=math.nan, alpha=alpha,
                             blocks_dropped=n_all - n, entities=list(table.columns) if k else [])
-    if k < 2 or n == 0:
-        result.note = f"need at least 2 {entity}s on common blocks (have k = {k}, N = {n})"
+    if k < MIN_METHODS_FOR_FRIEDMAN:
+        result.note = (f"{k} {entity}(s) on common blocks; the Friedman test needs at least "
+                       f"{MIN_METHODS_FOR_FRIEDMAN} (compare two with the paired Wilcoxon test)")
         return result
-    result.cd = nemenyi_cd(k, n, alpha)
-    if k < 3:
-        result.note = "Friedman test needs k >= 3; compare two with the Wilcoxon test"
-        return result
-    if n < 2:
-        result.note = f"N = {n} block: no Friedman test"
+    if n < MIN_BLOCKS_FOR_FRIEDMAN:
+        result.note = f"N = {n} block(s) where all ran, fewer than the {MIN_BLOCKS_FOR_FRIEDMAN} required"
         return result
     if np.all(table.to_numpy() == table.to_numpy()[:, :1]):
         result.note = "all entities tie in every block: no Friedman test"
         return result
+    result.cd = nemenyi_cd(k, n, alpha)
     res = sps.friedmanchisquare(*[table[c].to_numpy() for c in table.columns])
     result.statistic, result.p_value = float(res.statistic), float(res.pvalue)
     return result

@@ -84,7 +84,10 @@ def test_figure_captions_say_what_was_run(rendered):
     _, _, _, out, _ = rendered
     index = (out / "index.md").read_text()
     caption = re.search(r"\*(Critical difference[^*]+)\*", index).group(1)
-    assert "N = 8" in caption and "Friedman p =" in caption and "k = 4" in caption
+    # blocks are (dataset, category): 4 Fashion-MNIST + 2 MVTec AD categories (the two protocols of a
+    # Fashion-MNIST category are one block); ocsvm-expert (no MVTec AD run) is left out to reach 5 blocks
+    assert "N = 6" in caption and "Friedman p =" in caption and "k = 3" in caption
+    assert "Fashion-MNIST, MVTec AD" in caption and "ocsvm-expert" in caption
     maps = re.search(r"\*(MVTec AD, one-class, bottle: anomaly maps[^*]+)\*", index).group(1)
     assert "mkd-smoothgrad seed 0" in maps and "3 variant(s)" in maps  # the meta.json file is used
     hints = re.search(r"\*(Fashion-MNIST: hint ablation[^*]+)\*", index).group(1)
@@ -249,3 +252,52 @@ def test_snakemake_caption_names_the_figure_kind(name):
 def test_cd_cliques():
     ranks = pd.Series({"A": 1.0, "B": 1.5, "C": 3.0, "D": 3.2})
     assert cd_cliques(ranks, 1.0) == [["A", "B"], ["C", "D"]]
+
+
+# ------------------------------------------------------------------------------------------ README numbers
+def test_readme_claims_are_written_and_computed_from_the_results(rendered):
+    from kdad.report import readme_claims
+    _, results, _, out, paths = rendered
+    text = (out / "README_CLAIMS.md").read_text()
+    assert out / "README_CLAIMS.md" in paths
+    assert text == readme_claims(load_results(results).runs)
+    assert "ablation mkd-hints-1 (score_hints=3; train_hints=3)" in text and "n = 4 categories" in text
+    assert "MKD against the best other method: mkd" in text and "vs knn" in text
+    assert "Friedman p =" in text and "(N = 6)" in text
+
+
+def test_readme_block_helper(tmp_path):
+    from readme_blocks import mismatches, readme_block
+    files = {"README_CLAIMS.md": "**Stale: results made by code that has since changed: fingerprint a, current b.**"
+                                 "\n\nclaim 1\nclaim 2\n", "README_TABLE.md": "| a |\n\n- Stale: code changed.\n"}
+    readme = "intro\n<!-- kdad:claims -->\nclaim 1\nclaim 2\n<!-- /kdad:claims -->\nmore\n"
+    assert readme_block(readme, "table") is None and mismatches(readme, files) == {}
+    assert set(mismatches(readme.replace("claim 2", "claim 3"), files)) == {"claims"}
+    both = readme + "<!-- kdad:table -->\n| b |\n<!-- /kdad:table -->\n"
+    assert set(mismatches(both, files)) == {"table"}
+    assert mismatches(both.replace("| b |", "| a |"), files) == {}  # the staleness mark is not a number
+    with pytest.raises(AssertionError, match="exactly once"):
+        readme_block(readme + readme, "claims")
+
+
+def _committed(name):
+    path = ROOT / "report" / name
+    return path.read_text() if path.is_file() else None
+
+
+@pytest.mark.skipif(not any(f"<!-- kdad:{t} -->" in (ROOT / "README.md").read_text() for t in ("claims", "table")),
+                    reason="README.md has no <!-- kdad:claims --> / <!-- kdad:table --> markers yet")
+def test_readme_numbers_equal_the_generated_files():
+    from readme_blocks import BLOCKS, mismatches
+    files = {n: t for n in BLOCKS.values() if (t := _committed(n)) is not None}
+    assert not (bad := mismatches((ROOT / "README.md").read_text(), files)), bad
+
+
+@pytest.mark.skipif(_committed("README_CLAIMS.md") is None, reason="report/README_CLAIMS.md not generated yet")
+def test_committed_readme_files_equal_a_fresh_computation_from_results():
+    from readme_blocks import normalise
+    from kdad.report import readme_claims, readme_table
+    runs = load_results(ROOT / "results").runs
+    assert normalise(_committed("README_CLAIMS.md")) == normalise(readme_claims(runs))
+    table = readme_table(runs, "report")
+    assert table is None or normalise(_committed("README_TABLE.md")) == normalise(table)

@@ -73,22 +73,46 @@ def test_seed_interval_is_a_range_below_four_seeds():
     assert (many.low, many.high) == pytest.approx(stats.bootstrap_ci([90.0, 92.0, 91.0, 93.0, 91.5]))
 
 
-def test_wilcoxon_equals_scipy_on_paired_differences():
-    rng = np.random.default_rng(0)
+def _seeded_pairs(n_cats=8, seeds=(0, 1, 2), rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
     rows = []
-    for c in range(4):
-        for s in range(2):
-            ref = 0.8 + rng.normal(0, 0.02)
+    for c in range(n_cats):
+        base = 0.8 + rng.normal(0, 0.03)
+        for s in seeds:
+            ref = base + rng.normal(0, 0.01)
             rows += [_row("d", "one-class", str(c), "mkd", s, ref),
                      _row("d", "one-class", str(c), "other", s, ref + rng.normal(0.01, 0.02))]
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def test_wilcoxon_pairs_categories_and_equals_scipy_on_per_category_means():
+    df = _seeded_pairs()
     out = stats.wilcoxon_vs_reference(df, "mkd").set_index("variant").loc["other"]
-    wide = df.pivot_table(index=["category", "seed"], columns="variant", values="image_auroc")
-    diff = (wide["other"] - wide["mkd"]).to_numpy()
+    # independently: each category's mean over seeds, one pair per category
+    means = {v: {c: np.mean([r["image_auroc"] for r in df.to_dict("records")
+                             if r["variant"] == v and r["category"] == c]) for c in map(str, range(8))}
+             for v in ("mkd", "other")}
+    diff = np.array([means["other"][c] - means["mkd"][c] for c in map(str, range(8))])
     expected = sps.wilcoxon(diff)
-    assert out["n"] == 8 and out["p_value"] == pytest.approx(expected.pvalue)
-    assert out["statistic"] == pytest.approx(expected.statistic)
-    assert out["median_diff"] == pytest.approx(np.median(diff))
+    assert out["n"] == 8 and out["n_replicates"] == 3
+    assert out["p_value"] == pytest.approx(expected.pvalue) and out["statistic"] == pytest.approx(expected.statistic)
+    assert out["mean_diff"] == pytest.approx(diff.mean()) and out["median_diff"] == pytest.approx(np.median(diff))
+    # the seed × category p (the old, pseudo-replicated test) is a different number
+    wide = df.pivot_table(index=["category", "seed"], columns="variant", values="image_auroc")
+    assert out["p_value"] != pytest.approx(sps.wilcoxon(wide["other"] - wide["mkd"]).pvalue)
+
+
+def test_more_seeds_do_not_make_more_pairs():
+    df = _seeded_pairs()
+    base = stats.wilcoxon_vs_reference(df, "mkd").iloc[0]
+    # the same runs again under new seed numbers: 6 seeds per category, same per-category means
+    copy = df.assign(seed=df["seed"] + 10)
+    twice = stats.wilcoxon_vs_reference(pd.concat([df, copy]), "mkd").iloc[0]
+    assert twice["n"] == base["n"] == 8 and twice["n_replicates"] == 6
+    assert twice["p_value"] == pytest.approx(base["p_value"])
+    # only the seeds both variants ran enter a pair
+    lopsided = pd.concat([df, copy[copy["variant"] == "other"].assign(image_auroc=0.0)])
+    assert stats.wilcoxon_vs_reference(lopsided, "mkd").iloc[0]["p_value"] == pytest.approx(base["p_value"])
 
 
 def test_wilcoxon_needs_six_nonzero_pairs():
@@ -228,13 +252,13 @@ def test_main_table_transposes_when_categories_outnumber_methods():
     assert t.frame.loc["mean", "MKD (paper)"] == "87.7" and t.frame.loc["c0", "MKD (paper)"] == "–"
 
 
-def test_ablation_table_uses_wilcoxon_over_categories_and_seeds(results, tables):
+def test_ablation_table_pairs_categories_not_seeds(results, tables):
     t = tables["ablation_fashion_mnist"]
     r = t.data[(t.data["variant"] == "mkd-hints-1")].iloc[0]
-    runs = results.runs
-    fm = runs[(runs["dataset"] == "fashion_mnist") & (runs["protocol"] == "one-class")]
-    expected = stats.wilcoxon_vs_reference(fm[fm["variant"].isin(["mkd", "mkd-hints-1"])], "mkd")
-    assert r["p_value"] == pytest.approx(expected["p_value"].item()) and r["n_pairs"] == 12
+    # 4 categories × 3 seeds: 4 pairs, too few for a test (the old seed × category test had 12)
+    assert r["n_pairs"] == 4 and r["pair_unit"] == "category" and r["seeds_per_pair"] == 3
+    assert math.isnan(r["p_value"]) and "< 6" in r["note"]
+    assert "– (n = 4)" in to_markdown(t) and "p (n categories)" in t.frame.columns
     assert r["delta"] < 0 and r["options_changed"] == "score_hints=3; train_hints=3"
     # map-only variants are the localisation table's, not ablations of the detector
     assert not set(t.data["variant"]) & {"mkd-noblur", "mkd-smoothgrad"}
@@ -319,3 +343,87 @@ def test_captions_name_every_departure_from_the_papers_mkd():
     for part in ("stand in for MVTec AD", "10 epochs instead of 601", "batch 16 instead of 64", "BatchNorm"):
         assert part in tex
     assert "normalised" not in tex
+
+
+# ------------------------------------------------------------------------------------------ ablation p
+def _ablation_runs(n_cats, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(5)
+    opts = {"opt.train_hints": "0,1,2,3", "opt.score_hints": "1,2,3"}
+    rows = []
+    for c in range(n_cats):
+        base = 0.85 + rng.normal(0, 0.03)
+        for s in seeds:
+            rows += [_row("d", "one-class", str(c), "ref", s, base + rng.normal(0, 0.01), "mkd", **opts),
+                     _row("d", "one-class", str(c), "abl", s, base - 0.02 + rng.normal(0, 0.01), "mkd", "ref",
+                          **{**opts, "opt.score_hints": "0,1,2,3"})]
+    return pd.DataFrame(rows)
+
+
+def test_ablation_p_is_over_categories_with_n_beside_it():
+    df = _ablation_runs(9)
+    (t,) = ablation_tables(df)
+    r = t.data[t.data["variant"] == "abl"].iloc[0]
+    cat_means = df.groupby(["variant", "category"])["image_auroc"].mean().unstack(0)
+    expected = sps.wilcoxon(cat_means["abl"] - cat_means["ref"]).pvalue
+    assert r["p_value"] == pytest.approx(expected) and r["n_pairs"] == 9
+    cell = t.frame.loc[("ref", "abl", "score_hints=0,1,2,3"), "p (n categories)"]
+    assert cell.endswith("(n = 9)") and cell.startswith(f"{expected:.3f}" if expected >= 1e-3 else f"{expected:.1e}")
+
+
+# ------------------------------------------------------------------------------------------ Friedman floor
+def _rank_runs(n_cats, datasets=("a",), methods=("m1", "m2", "m3"), seeds=(0, 1), tie=False):
+    rng = np.random.default_rng(2)
+    rows = []
+    for d in datasets:
+        for c in range(n_cats):
+            for i, m in enumerate(methods):
+                for s in seeds:
+                    x = 0.9 - 0.05 * i + rng.normal(0, 0.01)
+                    if tie and m == methods[-1]:
+                        x = 0.9 - 0.05 * (i - 1) + (0.02 if c % 2 else -0.02)  # half above, half below
+                    rows.append(_row(d, "one-class", str(c), m, s, x))
+    return pd.DataFrame(rows)
+
+
+def test_friedman_needs_three_methods_and_five_blocks():
+    from kdad.figures.cd import cd_figures
+    from kdad.tables.ranks import ranks_table
+    assert stats.MIN_METHODS_FOR_FRIEDMAN == 3 and stats.MIN_BLOCKS_FOR_FRIEDMAN == 5
+    few = _rank_runs(4)  # 4 categories × 2 seeds: 4 blocks, not 8
+    ra = rank_analysis(few)
+    assert ra.result.n_blocks == 4 and not ra.tested and math.isnan(ra.result.cd)
+    t = ranks_table(few)
+    assert "no Friedman test" in t.caption and "fewer than the 5 required" in t.caption
+    assert "Friedman p =" not in t.caption and list(cd_figures(few)) == []
+    two = _rank_runs(8, methods=("m1", "m2"))
+    assert not rank_analysis(two).tested and "at least 3" in ranks_table(two).caption
+    enough = _rank_runs(5)
+    ra = rank_analysis(enough)
+    assert ra.tested and ra.result.n_blocks == 5
+    (fig,) = list(cd_figures(enough))
+    assert "Friedman p =" in fig.caption and "(N = 5)" in fig.caption
+
+
+def test_blocks_are_dataset_category_pairs_across_datasets():
+    from kdad.tables.ranks import ranks_table
+    runs = _rank_runs(3, datasets=("mnist", "fashion_mnist"))
+    # both protocols of one category are one block, not two
+    runs = pd.concat([runs, runs.assign(protocol="multi-class")])
+    ra = rank_analysis(runs)
+    assert ra.result.n_blocks == 6 and ra.tested and ra.datasets == ["fashion_mnist", "mnist"]
+    t = ranks_table(runs)
+    assert "MNIST" in t.caption and "Fashion-MNIST" in t.caption and "(N = 6)" in t.caption
+
+
+def test_tied_methods_get_average_ranks_and_no_claimed_order():
+    from kdad.figures.cd import cd_cliques, cd_figures
+    from kdad.tables.ranks import ranks_table
+    runs = _rank_runs(6, methods=("m1", "m2", "m3"), tie=True)  # m3 beats m2 in half the blocks
+    ra = rank_analysis(runs)
+    assert ra.result.mean_ranks["m2"] == ra.result.mean_ranks["m3"] == 2.5
+    assert any(["m2", "m3"] == c[-2:] or {"m2", "m3"} <= set(c) for c in cd_cliques(ra.result.mean_ranks, ra.result.cd))
+    t = ranks_table(runs)
+    assert any("no order between them: m2, m3" in n for n in t.notes)
+    (fig,) = list(cd_figures(runs))
+    assert "tied (no order between them): m2 = m3" in fig.caption
+    assert cd_cliques(pd.Series({"A": 1.0, "B": 2.0, "C": 2.0}), 0.5) == [["B", "C"]]

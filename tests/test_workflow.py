@@ -50,6 +50,9 @@ def test_the_whole_dag_runs_on_tiny_data(tiny_run):
                 "machine", "cores", "opt.lam", "opt.score_hints", "model"):
         assert runs[col].notna().all(), col
     assert set(runs.device) == {"cpu"}
+    # every row names the code that made it: one content fingerprint, this checkout's
+    from kdad.provenance import code_fingerprint
+    assert set(runs["code_fingerprint"].astype(str)) == {code_fingerprint()} and "code_clean" in runs
     # the ablation is marked, and shares no model with its reference (other training hints) ...
     abl = runs[runs.variant == "mkd-hints-1"]
     assert set(abl.ablation_of) == {"mkd"} and set(abl["opt.train_hints"].astype(str)) == {"3"}

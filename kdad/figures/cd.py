@@ -1,7 +1,10 @@
 """``critical_difference.png``: average ranks of the compared methods with the Nemenyi critical
 difference and bars joining methods that are not significantly different (Demšar 2006, Fig. 1
-style), over every (dataset, protocol, category) block in which all of them ran
-(:func:`kdad.tables.ranks.rank_analysis`)."""
+style), over every (dataset, category) block in which all of them ran
+(:func:`kdad.tables.ranks.rank_analysis`).  Drawn only when the Friedman test ran (at least
+``MIN_METHODS_FOR_FRIEDMAN`` methods over ``MIN_BLOCKS_FOR_FRIEDMAN`` blocks, :mod:`kdad.stats`).
+Tied methods share a rank and always one bar; the caption names them, so the left-to-right order of
+their labels claims nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kdad.figures.style import Figure, new_figure, wrap
-from kdad.tables.ranks import rank_analysis
+from kdad.tables.ranks import rank_analysis, tied_groups
 from kdad.tables.results import dataset_label, seed_phrase
 from kdad.tables.writer import fmt_p
 
@@ -22,8 +25,9 @@ def cd_cliques(mean_ranks: pd.Series, cd: float) -> list[list[str]]:
     """Maximal groups of methods, consecutive by rank, whose ranks span less than ``cd``.
 
     Methods inside one group are not significantly different (Nemenyi); groups of one are omitted.
+    Methods with equal mean ranks (a difference of 0 < ``cd``) always share a group.
     """
-    r = mean_ranks.sort_values()
+    r = _by_rank(mean_ranks)
     names, vals = list(r.index), r.to_numpy()
     cliques, last_end = [], -1
     for i in range(len(vals)):
@@ -36,12 +40,18 @@ def cd_cliques(mean_ranks: pd.Series, cd: float) -> list[list[str]]:
     return cliques
 
 
+def _by_rank(mean_ranks: pd.Series) -> pd.Series:
+    """Best rank first; equal ranks by name (a fixed order that states no ranking between them)."""
+    keys = sorted(mean_ranks.index, key=lambda m: (round(float(mean_ranks[m]), 12), str(m)))
+    return mean_ranks.reindex(keys)
+
+
 def cd_figures(runs: pd.DataFrame) -> Iterator[Figure]:
     ra = rank_analysis(runs)
-    if not ra.ok:
-        return
+    if not ra.tested:
+        return  # too few methods or blocks: the ranks table says why
     res = ra.result
-    ranks = res.mean_ranks.sort_values()
+    ranks = _by_rank(res.mean_ranks)
     k = res.k
     lo, hi = 1, max(k, int(np.ceil(ranks.max())))
     cliques = cd_cliques(ranks, res.cd)
@@ -75,8 +85,11 @@ def cd_figures(runs: pd.DataFrame) -> Iterator[Figure]:
                 va="center", fontsize=8)
     sets = ", ".join(dataset_label(d) for d in ra.datasets)
     title = (f"Critical difference of image AUROC ranks ({sets}): k = {k} methods, N = {res.n_blocks} (dataset, "
-             f"protocol, category) blocks where all ran; Friedman p = {fmt_p(res.p_value)}; Nemenyi α = {res.alpha:g}")
+             f"category) blocks where all ran; Friedman p = {fmt_p(res.p_value)} (N = {res.n_blocks}); "
+             f"Nemenyi α = {res.alpha:g}")
+    ties = tied_groups(ranks)
     ax.set_title(wrap(title, 7.0), fontsize=8)
     caption = (f"{title}. Datasets: {sets}; values averaged over {seed_phrase(ra.seeds)}"
-               + (f"; left out for too few blocks: {', '.join(ra.dropped)}" if ra.dropped else "") + ".")
+               + (f"; left out for too few blocks: {', '.join(ra.dropped)}" if ra.dropped else "")
+               + "".join(f"; tied (no order between them): {' = '.join(g)}" for g in ties) + ".")
     yield Figure("critical_difference", caption, fig, "ranks")

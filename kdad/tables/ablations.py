@@ -2,9 +2,12 @@
 
 Groups follow ``ablation_of``; each ablation is labelled by the options in which it differs from
 its reference (``opt.*`` columns), e.g. ``score_hints=3; train_hints=3``.  Per protocol: image
-AUROC (per-seed mean over categories, mean ± std over seeds), Δ = the mean paired difference
-ablation − reference over categories × seeds, and the two-sided Wilcoxon signed-rank p on those
-pairs (:func:`kdad.stats.wilcoxon_vs_reference`).  Ablations that change only the anomaly map are
+AUROC (per-seed mean over categories, mean ± std over seeds), Δ = the mean over categories of the
+paired difference ablation − reference (each category's mean over the seeds both ran), and the
+two-sided Wilcoxon signed-rank p over those per-category pairs, with n = the number of categories
+beside it (:func:`kdad.stats.wilcoxon_vs_reference`).  Seeds are not pairs: they share a
+category's data, and a re-scoring ablation shares the reference's very models; they give only the
+within-category spread (the ``seed_sd`` column of the CSV).  Ablations that change only the anomaly map are
 in the localisation table instead (their image scores are the reference's).
 """
 
@@ -66,7 +69,7 @@ def ablation_tables(runs: pd.DataFrame) -> list[Table]:
                 ref_ok = g.reference in set(rows["variant"]) and rows["variant"].nunique() > 1
                 test = (wilcoxon_vs_reference(rows, g.reference).set_index("variant") if ref_ok
                         else pd.DataFrame())
-                cols = {c: display.setdefault(prefix + c, []) for c in ("image AUROC", "Δ", "p", "pairs")}
+                cols = {c: display.setdefault(prefix + c, []) for c in ("image AUROC", "Δ", "p (n categories)")}
                 bcol = bold.setdefault(prefix + "image AUROC", [])
                 means = []
                 for _, variant, label in keys:
@@ -83,23 +86,21 @@ def ablation_tables(runs: pd.DataFrame) -> list[Table]:
                         means.append(float("nan"))
                     if variant == g.reference:
                         cols["Δ"].append("ref." if variant in getattr(dl, "index", []) else DASH)
-                        cols["p"].append(DASH)
-                        cols["pairs"].append(DASH)
+                        cols["p (n categories)"].append(DASH)
                     elif variant in getattr(test, "index", []):
                         t = test.loc[variant]
                         cols["Δ"].append(f"{t['mean_diff'] * 100:+.1f}" if t["n"] else DASH)
-                        cols["p"].append(fmt_p(t["p_value"]))
-                        cols["pairs"].append(str(int(t["n"])))
+                        cols["p (n categories)"].append(f"{fmt_p(t['p_value'])} (n = {int(t['n'])})")
                         rec.update(delta=t["mean_diff"] * 100, median_delta=t["median_diff"] * 100,
                                    wilcoxon_statistic=t["statistic"], p_value=t["p_value"], n_pairs=int(t["n"]),
-                                   note=t["note"])
+                                   pair_unit="category", seeds_per_pair=int(t["n_replicates"]),
+                                   seed_sd=t["replicate_sd"] * 100, note=t["note"])
                         if t["note"]:
                             notes.add(t["note"].split(":")[-1].strip() if "zero" in t["note"] else
                                       f"fewer than {WILCOXON_MIN_PAIRS} non-zero pairs")
                     else:
                         cols["Δ"].append(DASH)
-                        cols["p"].append(DASH)
-                        cols["pairs"].append(DASH)
+                        cols["p (n categories)"].append(DASH)
                     if len(rec) > 5:
                         tidy.append(rec)
                 vals = pd.Series(means).dropna()
@@ -111,9 +112,11 @@ def ablation_tables(runs: pd.DataFrame) -> list[Table]:
         for c, flags in bold.items():
             boldf[c] = flags
         tnotes = ["image AUROC (%): per-seed mean over the categories every seed ran, mean ± std over seeds. "
-                  "Δ: mean paired difference ablation − reference (percentage points) over categories × seeds; "
-                  "p: two-sided Wilcoxon signed-rank test on those pairs; pairs: how many. Best of each group "
-                  "and protocol in bold.",
+                  "Δ: mean over categories of the paired difference ablation − reference (percentage points), "
+                  "each category's values averaged over the seeds both ran; p: two-sided Wilcoxon signed-rank "
+                  "test over those per-category pairs; n: the number of categories (pairs). Seeds are not "
+                  "pairs (they share a category's data and, for re-scoring ablations, its models). Best of each "
+                  "group and protocol in bold.",
                   "options changed: the opt.* options in which the variant differs from its reference."]
         tnotes += [f"p shown as {DASH}: {n}." for n in sorted(notes)]
         label = {k[1]: (k[1] if k[2] == "reference" else f"{k[1]} {k[2]}" if k[2].startswith("(")

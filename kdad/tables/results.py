@@ -49,7 +49,8 @@ REQUIRED = {
 }
 # read as text whatever the values look like ("0" is a category, "1,2,3" an option)
 TEXT_COLUMNS = ("dataset", "protocol", "category", "method", "variant", "ablation_of", "defect", "level",
-                "curve", "phase", "device", "machine", "gpu", "config_hash", "code_version")
+                "curve", "phase", "device", "machine", "gpu", "config_hash", "code_version",
+                "code_fingerprint")
 OPT = "opt."
 
 # canonical order of datasets and protocols in the report; unknown names follow, sorted
