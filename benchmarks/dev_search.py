@@ -40,7 +40,7 @@ import torch
 from kdad.devdata import dev_tasks
 from kdad.experts import build_expert
 from kdad.features import compute_hints
-from kdad.metrics import image_auroc, pixel_auroc
+from kdad.metrics import aupro, image_auroc, pixel_auroc
 from kdad.mkd import MKD, MKDConfig
 
 BASE = dict(expert="efficientnet_lite0", cloner="compact", train_hints=(0, 1, 2, 3), score_hints=(1, 2, 3),
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=0, help="draw of a generated set's development part")
     ap.add_argument("--max-train", type=int, default=None, help="train on at most this many images (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-bnrecal", action="store_true",
+                    help="score the trained weights only (no '+bnrecal' rows): halves the maps of long curves")
     ap.add_argument("--root", default="resources/data")
     ap.add_argument("--out", default="results/dev_search.csv")
     ap.add_argument("--checkpoints", default=None, help="folder for the training checkpoints (kept between calls, "
@@ -134,14 +136,16 @@ def main() -> None:
                     t0 = time.perf_counter()
                     model.fit(train_imgs, seed=seed, hints=train_h, checkpoint=ckpt)
                     secs = time.perf_counter() - t0
-                    for variant in ("", "+bnrecal"):
+                    for variant in ("",) if args.no_bnrecal else ("", "+bnrecal"):
                         if variant:  # the same weights, BatchNorm statistics re-estimated (bn_recalibrate)
                             model.recalibrate_batchnorm(train_imgs, cfg.batch_size)
                         row = {**key, "setting": name + variant, "epoch": e, "seconds": secs,
                                "loss": model.history_[-1]["loss"], **opts,
                                "auroc": image_auroc(task.labels, model.score(val_imgs, hints=val_h))}
                         if task.masks is not None:
-                            row["pixel_auroc"] = pixel_auroc(task.masks, model.anomaly_map(val_imgs, hints=val_h))
+                            maps = model.anomaly_map(val_imgs, hints=val_h)
+                            row["pixel_auroc"] = pixel_auroc(task.masks, maps)
+                            row["aupro"] = aupro(task.masks, maps)
                         rows.append(row)
                         print(f"{args.data} {name}{variant} {task.category} seed {seed} epoch {e}: AUROC "
                               f"{row['auroc']:.4f}" + (f", pixel AUROC {row['pixel_auroc']:.4f}" if "pixel_auroc"

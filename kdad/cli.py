@@ -158,6 +158,15 @@ def entry() -> None:
     except BrokenPipeError:  # `kdad list | head`: the reader has gone; nothing left to say
         _quiet_stdout()
         sys.exit(0)
+    except OSError as err:
+        from kdad.atomic import is_disk_full
+        if not is_disk_full(err):
+            raise
+        # every kdad file is written beside its destination and renamed into place: nothing half
+        # written is left, and a rerun after freeing space resumes where this one stopped
+        code, msg = EXIT_DATA, (f"no space left on the device while writing {err.filename or 'a file'}; free "
+                                "some space and rerun the same command (finished outputs are kept, nothing "
+                                "half-written was left behind)")
     print(f"kdad: error: {msg}", file=sys.stderr)
     sys.exit(code)
 

@@ -63,6 +63,10 @@ class MKDConfig:
     smooth_grad_samples: int = evaluation_field(16)
     ig_steps: int = evaluation_field(16)                          # integrated gradients, from a black image
     map_batch: int = evaluation_field(32)                         # images per backward pass for maps
+    # maps (and every pixel metric) on a fixed subset of each category's test images: this many good
+    # and this many defective ones, spread evenly over the test order (no randomness); None = all.
+    # For methods that cost many backward passes per image (SmoothGrad, integrated gradients)
+    map_subset: int | None = evaluation_field(None)
 
     def __post_init__(self) -> None:
         self.train_hints = tuple(self.train_hints)
@@ -77,6 +81,8 @@ class MKDConfig:
             raise ValueError("train_hints and score_hints must not be empty")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.lam < 0:
             raise ValueError("epochs ≥ 1, batch_size ≥ 1, lr > 0 and lam ≥ 0 are required")
+        if self.map_subset is not None and self.map_subset < 1:
+            raise ValueError(f"mkd.map_subset must be ≥ 1 (images of each label) or null, got {self.map_subset}")
         if self.blur_sigma < 0 or self.smooth_grad_noise < 0 or min(self.smooth_grad_samples, self.ig_steps,
                                                                       self.map_batch) < 1:
             raise ValueError("blur_sigma and smooth_grad_noise must be ≥ 0; smooth_grad_samples, ig_steps "

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdad.config import ConfigError
+from kdad.atomic import write_bytes_atomic
 
 __all__ = ["MANIFEST", "ReportError", "readme_claims", "readme_table", "render"]
 
@@ -41,7 +42,8 @@ _MANIFEST_HEADER = ("# kdad report: the files the last `kdad report` wrote into 
                     "The next render deletes those it no longer writes, and nothing else.\n")
 
 TABLE_SECTIONS = (("summary", "Summary across datasets"), ("main", "Main results per dataset and protocol"),
-                  ("metrics", "Every computed metric"), ("paper", "The paper's numbers beside ours"),
+                  ("metrics", "Every computed metric"), ("protocols", "One-class against multi-class"),
+                  ("paper", "The paper's numbers beside ours"),
                   ("ablation", "Ablations"), ("localization", "Localisation methods (the paper's Table 1)"),
                   ("defects", "Per defect kind and difficulty level"), ("ranks", "Ranks"),
                   ("speed", "Cost and machine"), ("training", "Training budget and convergence"))
@@ -84,13 +86,7 @@ class _Output:
 
     @staticmethod
     def _atomic(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_atomic(path, data)
 
     def write(self, rel: str, data: bytes | str) -> Path:
         path = self.stage / rel

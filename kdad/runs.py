@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from kdad import metrics
+from kdad.atomic import copy_atomic, is_disk_full, write_bytes_atomic
 from kdad.config import ConfigError, config_hash
 from kdad.data import PrepareRequest, get_dataset
 from kdad.data.base import DatasetError, PreparedDataset, write_npz_atomic
@@ -158,12 +159,41 @@ def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: 
     The folder is filled under a temporary name beside it and renamed into place when every
     category is done: a model folder exists only when complete, so another invocation sharing the
     work folder never takes a half-built one for a finished one."""
-    variant = model_variant(cfg, dataset, protocol, model)
-    key = run_key(cfg, dataset, protocol, variant, seed)
     final_dir = Path(out_dir)
+    _remove_dead_partials(final_dir)
     out_dir = final_dir.with_name(f".{final_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
+    try:
+        return _train_into(cfg, dataset, protocol, model, seed, out_dir, final_dir)
+    except BaseException:
+        # finished categories are kept under work/checkpoints; the half-built folder goes
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _remove_dead_partials(final_dir: Path) -> None:
+    """Half-built model folders of train jobs that were killed (their process is gone)."""
+    for stale in final_dir.parent.glob(f".{final_dir.name}.partial-*") if final_dir.parent.is_dir() else ():
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _train_into(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: int, out_dir: Path,
+                final_dir: Path) -> Path:
+    variant = model_variant(cfg, dataset, protocol, model)
+    key = run_key(cfg, dataset, protocol, variant, seed)
     inputs = _Inputs(cfg, key)
     spec, config, detector = _detector(cfg, key)
     resume = resume_key(cfg, key, inputs, config)
@@ -178,7 +208,7 @@ def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: 
         done, done_info = checkpoints / f"{slug(category)}.model.pt", checkpoints / f"{slug(category)}.model.json"
         if done.is_file() and done_info.is_file():
             log(f"train {_what(key, category)}: reusing the model finished before the job was stopped ({done})")
-            _copy_atomic(done, out_dir / f"{slug(category)}.pt")
+            copy_atomic(done, out_dir / f"{slug(category)}.pt")
             meta["categories"][category] = json.loads(done_info.read_text())
             continue
         task = tasks[category]
@@ -200,7 +230,7 @@ def train(cfg: ExperimentConfig, dataset: str, protocol: str, model: str, seed: 
         detector.save(done, meta=info)
         _write_json_atomic(done_info, info)  # written last: the finished model is complete
         ckpt.unlink(missing_ok=True)
-        _copy_atomic(done, out_dir / f"{slug(category)}.pt")
+        copy_atomic(done, out_dir / f"{slug(category)}.pt")
         meta["categories"][category] = info
     _write_json_atomic(out_dir / "meta.json", meta)
     if final_dir.exists():  # an outdated model folder of an earlier job (work/ is kdad's own)
@@ -224,16 +254,6 @@ def resume_key(cfg: ExperimentConfig, key: RunKey, inputs: _Inputs, config) -> s
                         "dataset": {k: getattr(d, k) for k in ("source", "data_seed", "max_train_images",
                                                                "categories")},
                         "hints": inputs.hint_mode, "files": stamps})
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -310,10 +330,17 @@ def _evaluate_one(cfg, key: RunKey, detector, spec, inputs: _Inputs, name: str, 
     sub = getattr(inputs.ds, split)
     masks = sub.masks[rows] if (inputs.spec.has_masks and sub.masks is not None) else None
     maps = None
+    mapped = map_rows(labels, getattr(getattr(detector, "config", None), "map_subset", None))
+    row["map_test_images"] = int(len(mapped)) if spec.localizes and masks is not None else 0
     if spec.localizes and masks is not None:
+        if len(mapped) < len(rows):  # pixel metrics on the fixed subset only: every array follows it
+            images, hints = images[mapped], inputs.hints(split, rows[mapped])
+            masks, labels_m = masks[mapped], labels[mapped]
+        else:
+            labels_m = labels
         t0 = time.perf_counter()
         maps = np.asarray(detector.anomaly_map(images, hints=hints), dtype=np.float32)
-        row["map_images_per_second"] = len(rows) / max(time.perf_counter() - t0, 1e-9)
+        row["map_images_per_second"] = len(mapped) / max(time.perf_counter() - t0, 1e-9)
         if not np.isfinite(maps).all():
             raise TrainingError(f"{_what(key, name)}: the model's anomaly maps hold NaN/inf values")
         row["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
@@ -321,7 +348,7 @@ def _evaluate_one(cfg, key: RunKey, detector, spec, inputs: _Inputs, name: str, 
         row["pixel_f1max"] = metrics.pixel_f1max(masks, maps)
         row["aupro"] = metrics.aupro(masks, maps)
         if detector.maps_in_unit_range:
-            soft = sub.soft_masks[rows] if sub.soft_masks is not None else None
+            soft = sub.soft_masks[rows[mapped]] if sub.soft_masks is not None else None
             row["paper_pixel_metric"] = metrics.paper_pixel_metric(masks, maps, soft_masks=soft)
         curves += [{**keys, "category": name, "curve": "pro", "x": x, "y": y}
                    for x, y in zip(*metrics.pro_curve_points(masks, maps, 0.3, CURVE_POINTS))]
@@ -329,15 +356,25 @@ def _evaluate_one(cfg, key: RunKey, detector, spec, inputs: _Inputs, name: str, 
     if sub.defect is not None and inputs.spec.kind == "defect":
         levels = sub.level[rows] if sub.level is not None else None
         defect_rows = _per_defect({**keys, "data_seed": base["data_seed"]}, name, sub.defect[rows], levels,
-                                  labels, scores, masks, maps)
+                                  labels, scores, masks, maps, mapped)
     examples = {}
     n_ex = cfg.dataset(key.dataset).examples
     if maps is not None and n_ex and key.seed == cfg.seeds[0]:
-        good, bad = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+        good, bad = np.flatnonzero(labels_m == 0), np.flatnonzero(labels_m == 1)
         pick = np.concatenate([_spread(good, n_ex), _spread(bad, n_ex)])
-        examples = {"image": images[pick].numpy(), "mask": masks[pick], "label": labels[pick].astype(np.int64),
+        examples = {"image": images[pick].numpy(), "mask": masks[pick], "label": labels_m[pick].astype(np.int64),
                     "map": maps[pick]}
     return row, {"scores": scores, "labels": labels}, curves, defect_rows, examples
+
+
+def map_rows(labels: np.ndarray, per_label: int | None) -> np.ndarray:
+    """Positions (sorted) of the test images that get maps: all of them, or ``per_label`` good and
+    ``per_label`` defective ones spread evenly over the test order — fixed by the test set alone, so
+    every variant evaluated on a test set maps the same images of it."""
+    if per_label is None:
+        return np.arange(len(labels))
+    return np.sort(np.concatenate([_spread(np.flatnonzero(labels == 0), per_label),
+                                   _spread(np.flatnonzero(labels == 1), per_label)]))
 
 
 def _spread(indices: np.ndarray, k: int) -> np.ndarray:
@@ -347,9 +384,10 @@ def _spread(indices: np.ndarray, k: int) -> np.ndarray:
     return indices[np.linspace(0, len(indices) - 1, k).round().astype(int)]
 
 
-def _per_defect(keys: dict, category: str, defects, levels, labels, scores, masks, maps) -> list[dict]:
+def _per_defect(keys: dict, category: str, defects, levels, labels, scores, masks, maps,
+                mapped: np.ndarray) -> list[dict]:
     """Each defect kind's and each difficulty level's images against the good ones, so an easy kind
-    or level cannot hide a hard one."""
+    or level cannot hide a hard one. ``masks``/``maps`` hold the test images at positions ``mapped``."""
     good = labels == 0
     groups = [(kind, "all", defects == kind) for kind in sorted(set(defects[labels == 1]))]
     if levels is not None:
@@ -361,8 +399,11 @@ def _per_defect(keys: dict, category: str, defects, levels, labels, scores, mask
                "image_auroc": metrics.image_auroc(labels[pick], scores[pick]), "pixel_auroc": np.nan,
                "aupro": np.nan}
         if maps is not None:
-            row["pixel_auroc"] = metrics.pixel_auroc(masks[pick], maps[pick])
-            row["aupro"] = metrics.aupro(masks[pick], maps[pick])
+            sel = pick[mapped]
+            row["map_test_images"] = int(sel.sum())
+            if (sel & (labels[mapped] == 1)).any():  # a map subset can leave a rare kind unmapped: NaN
+                row["pixel_auroc"] = metrics.pixel_auroc(masks[sel], maps[sel])
+                row["aupro"] = metrics.aupro(masks[sel], maps[sel])
         out.append(row)
     return out
 
@@ -378,16 +419,7 @@ def _jsonable(obj):
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=1, default=_json_default))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, json.dumps(obj, indent=1, default=_json_default))
 
 
 def _json_default(o):
@@ -442,16 +474,18 @@ def aggregate(run_files: list[str | Path], results_dir: str | Path) -> dict[str,
             path = results_dir / f"{name}.csv"
             fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{name}.", suffix=".tmp")
             os.close(fd)
+            staged.append((tmp, path))
             df.to_csv(tmp, index=False, float_format="%.6g")
             os.chmod(tmp, 0o644)
-            staged.append((tmp, path))
             written[name] = path
+        # every table is staged before any replaces its old file: a full disk leaves the old set whole
         for tmp, path in staged:
             os.replace(tmp, path)
-    except PermissionError as err:
+    except OSError as err:
         for tmp, _ in locals().get("staged", []):
             Path(tmp).unlink(missing_ok=True)
-        raise DatasetError(f"cannot write the results to {results_dir} ({err.strerror}); make it writable or set "
-                           "results_dir in the config") from None
+        fix = "free some space" if is_disk_full(err) else "make it writable"
+        raise DatasetError(f"cannot write the results to {results_dir} ({err.strerror or err}); {fix} or set "
+                           "results_dir in the config, then rerun (the old results are unchanged)") from None
     return written
 

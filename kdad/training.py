@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from kdad.atomic import write_atomic
+
 
 class TrainingError(RuntimeError):
     """Training diverged (NaN/inf loss) or cannot start; the message says where and what to try."""
@@ -136,11 +138,4 @@ def train(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
 
 def save_atomic(obj, path: str | os.PathLike) -> None:
     """``torch.save`` into a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda f: torch.save(obj, f))

@@ -22,7 +22,7 @@ MV_CATS = ("bottle", "cable")
 
 MKD_OPTS = {"expert": "efficientnet_lite0", "epochs": "15", "train_hints": "0,1,2,3", "score_hints": "1,2,3",
             "terms": "both", "lam": "0.01", "localization": "gradients", "blur_sigma": "4.0",
-            "map_normalization": "none"}
+            "map_normalization": "none", "smooth_grad_noise": "0.0025", "map_subset": ""}
 # variant → (method, ablation_of, option overrides, base image AUROC)
 VARIANTS = {
     "mkd": ("mkd", "", {}, 0.90),
@@ -36,8 +36,14 @@ VARIANTS = {
     "mkd-smoothgrad": ("mkd", "mkd", {"localization": "smooth_grad"}, 0.90),
     "mkd-noblur": ("mkd", "mkd", {"blur_sigma": "0.0"}, 0.90),
     "mkd-smoothgrad-noblur": ("mkd", "mkd", {"localization": "smooth_grad", "blur_sigma": "0"}, 0.90),
+    # maps of a fixed subset (2 good + 2 defective per category): a table of their own
+    "mkd-maps2": ("mkd", "mkd", {"map_subset": "2"}, 0.90),
+    "mkd-sg15-maps2": ("mkd", "mkd", {"map_subset": "2", "localization": "smooth_grad",
+                                      "smooth_grad_noise": "0.15"}, 0.90),
+    "mkd-sgofficial-maps2": ("mkd", "mkd", {"map_subset": "2", "localization": "smooth_grad"}, 0.90),
 }
-LOCALIZES = {"mkd", "ae_l2", "mkd-smoothgrad", "mkd-noblur", "mkd-smoothgrad-noblur"}
+LOCALIZES = {"mkd", "ae_l2", "mkd-smoothgrad", "mkd-noblur", "mkd-smoothgrad-noblur", "mkd-maps2", "mkd-sg15-maps2",
+             "mkd-sgofficial-maps2"}
 TRAINED = {"mkd", "ae_l2", "mkd-hints-1", "mkd-hints-4", "mkd-loss-direction", "mkd-lam-0.1"}
 OPTION_NAMES = sorted({*MKD_OPTS, "k", "features"})
 
@@ -57,7 +63,8 @@ def _plan():
                                                           "mkd-lam-0.1"]),
         ("fashion_mnist", "multi-class", FM_CATS, fm_main),
         ("mvtec_ad", "one-class", MV_CATS, ["mkd", "knn", "ae_l2", "mkd-smoothgrad", "mkd-noblur",
-                                            "mkd-smoothgrad-noblur"]),
+                                            "mkd-smoothgrad-noblur", "mkd-maps2", "mkd-sg15-maps2",
+                                            "mkd-sgofficial-maps2"]),
     ]
 
 

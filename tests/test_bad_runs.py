@@ -220,3 +220,79 @@ def test_output_into_a_closed_pipe_ends_quietly():
                           cwd=ROOT)
     assert proc.stdout.strip() == "datasets:"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------- a full disk
+def _disk_full(*_a, **_k):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device", "x.npz")
+
+
+@pytest.mark.parametrize("writer", ["npz", "json", "torch", "copy"])
+def test_a_full_disk_leaves_the_old_file_whole_and_no_temporary_file(tmp_path, monkeypatch, writer):
+    """Each writer's own serialiser writes half its bytes, then the disk is full."""
+    from kdad import atomic, runs
+    from kdad.data.base import write_npz_atomic
+    from kdad.training import save_atomic
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    src = tmp_path / "src"
+    src.write_bytes(b"new" * 1000)
+
+    def half(f, *a, **k):
+        (f if hasattr(f, "write") else a[0]).write(b"half")
+        _disk_full()
+    if writer == "npz":
+        monkeypatch.setattr(np, "savez", half)
+    elif writer == "torch":
+        monkeypatch.setattr(torch, "save", lambda obj, f: half(f))
+    elif writer in ("json", "copy"):
+        real = atomic.write_atomic
+        monkeypatch.setattr(atomic, "write_atomic", lambda p, w: real(p, lambda f: (w(f), half(f))))
+    do = {"npz": lambda: write_npz_atomic(path, {"a": np.zeros(3)}),
+          "json": lambda: runs._write_json_atomic(path, {"a": 1}),
+          "torch": lambda: save_atomic({"a": 1}, path),
+          "copy": lambda: runs.copy_atomic(src, path)}[writer]
+    with pytest.raises(OSError) as err:
+        do()
+    assert atomic.is_disk_full(err.value)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "src"]
+
+
+def test_a_full_disk_while_writing_results_keeps_the_old_tables(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from kdad import runs
+    result = {name: [] for name in runs.TABLES}
+    result["runs"] = [{"dataset": "d", "protocol": "one-class", "method": "m", "variant": "m", "model": "m",
+                       "seed": 0, "category": "a", "image_auroc": 0.5}]
+    f = tmp_path / "result.json"
+    f.write_text(__import__("json").dumps(result))
+    out = tmp_path / "results"
+    runs.aggregate([f], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def to_csv(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            _disk_full()
+        return real(self, *a, **k)
+    real = pd.DataFrame.to_csv
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    result["runs"][0]["image_auroc"] = 0.75
+    f.write_text(__import__("json").dumps(result))
+    with pytest.raises(DatasetError, match="free some space"):
+        runs.aggregate([f], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old set whole, no .tmp left
+
+
+def test_a_full_disk_is_one_line_from_the_command_line(tmp_path):
+    code = ("import errno, sys, kdad.cli as c\n"
+            "def main(argv=None): raise OSError(errno.ENOSPC, 'No space left on device', 'work/x.npz')\n"
+            "c.main = main\nc.entry()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 4
+    assert proc.stderr.strip().count("\n") == 0 and "no space left" in proc.stderr and "work/x.npz" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -267,14 +267,27 @@ def test_ablation_table_pairs_categories_not_seeds(results, tables):
 
 def test_localization_table_has_the_papers_table1_shape(tables):
     t = tables["localization_mvtec_ad_one_class"]
-    assert list(t.frame.index) == ["gradients", "smooth_grad"]
+    sg = "smooth_grad, noise 0.25 % (official)"
+    assert list(t.frame.index) == ["gradients", sg]
     cols = list(t.frame.columns)
     assert cols[:2] == ["paper (Table 1) · no blur", "paper (Table 1) · Gaussian"]
     assert "pixel AUROC · no blur" in cols and "pixel AUROC · Gaussian σ=4" in cols
     assert t.frame.loc["gradients", "paper (Table 1) · Gaussian"] == "90.51"
-    assert t.frame.loc["smooth_grad", "paper (Table 1) · no blur"] == "86.97"
+    assert t.frame.loc[sg, "paper (Table 1) · no blur"] == "86.97"
     by = t.data.set_index(["variant", "metric"])
     assert by.loc[("mkd-smoothgrad-noblur", "aupro"), "blur_sigma"] == 0.0
+
+
+def test_maps_of_a_subset_are_a_table_of_their_own_with_smoothgrad_noise_rows(tables):
+    full, sub = tables["localization_mvtec_ad_one_class"], tables["localization_mvtec_ad_one_class_maps2"]
+    assert not set(full.data["variant"]) & {"mkd-maps2", "mkd-sg15-maps2", "mkd-sgofficial-maps2"}
+    assert set(sub.data["variant"]) == {"mkd-maps2", "mkd-sg15-maps2", "mkd-sgofficial-maps2"}
+    assert list(sub.frame.index) == ["gradients", "smooth_grad, noise 0.25 % (official)",
+                                     "smooth_grad, noise 15 % (standard)"]
+    assert "2 good + 2 defective" in sub.caption
+    # the paper's SmoothGrad number stands beside the official noise only
+    assert sub.frame.loc["smooth_grad, noise 0.25 % (official)", "paper (Table 1) · Gaussian"] == "90.54"
+    assert sub.frame.loc["smooth_grad, noise 15 % (standard)", "paper (Table 1) · Gaussian"] == "–"
 
 
 def test_paper_comparison_matches_table1_rows_to_variants_by_options(tables):
@@ -427,3 +440,28 @@ def test_tied_methods_get_average_ranks_and_no_claimed_order():
     (fig,) = list(cd_figures(runs))
     assert "tied (no order between them): m2 = m3" in fig.caption
     assert cd_cliques(pd.Series({"A": 1.0, "B": 2.0, "C": 2.0}), 0.5) == [["B", "C"]]
+
+
+def test_protocol_table_puts_one_class_beside_multi_class(results, tables):
+    t = tables["protocols_fashion_mnist"]
+    runs = results.runs
+    # a semantic set: the protocols pose different tasks per class, so means only and no test
+    assert list(t.frame.index) == ["mean over categories"] and not any("p (n" in c for c in t.frame.columns)
+    main = runs[(runs["dataset"] == "fashion_mnist") & (runs["variant"] == "mkd")]
+    means = {p: main[main["protocol"] == p].groupby("seed")["image_auroc"].mean().mean() * 100
+             for p in ("one-class", "multi-class")}
+    assert t.frame.loc["mean over categories", "mkd · Δ (multi − one)"] == f"{means['multi-class'] - means['one-class']:.1f}"
+    assert "leave one class out" in " ".join(t.notes)
+    # variants that ran under one protocol only (the ablations, ocsvm on mvtec) are not in it
+    assert not any(c.startswith("mkd-hints") for c in t.frame.columns)
+    assert "protocols_mvtec_ad" not in tables
+
+
+def test_protocol_table_tests_defect_sets_over_categories():
+    from kdad.tables.protocols import protocol_tables
+    rows = [_row("textures", p, c, "mkd", s, 0.5 + 0.05 * i + (0.02 if p == "one-class" else 0) + 0.001 * s)
+            for p in ("one-class", "multi-class") for i, c in enumerate("abcdefg") for s in (0, 1, 2)]
+    (t,) = protocol_tables(pd.DataFrame(rows))
+    assert t.frame.loc["a", "mkd · Δ (multi − one)"] == "-2.0"
+    p = t.data[t.data["category"] == "wilcoxon"].iloc[0]
+    assert p["n"] == 7 and p["p_value"] == pytest.approx(0.015625)  # all 7 differences negative: 2/2^7

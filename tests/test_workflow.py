@@ -162,7 +162,7 @@ def test_unknown_method_and_dataset_names_list_the_known_ones(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("configfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")
+@pytest.mark.parametrize("configfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")
                                                if p.name != "schema.yaml"))
 def test_shipped_configs_dry_run_without_data(configfile, tmp_path):
     proc = _snakemake("--configfile", str(ROOT / configfile), "--cores", "1", "-n",

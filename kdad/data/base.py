@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdad.atomic import write_atomic
+
 KINDS = ("semantic", "defect")
 FIELDS = ("images", "category", "anomalous", "defect", "masks", "level", "soft_masks")  # ImageSet's arrays
 
@@ -120,17 +122,7 @@ class PreparedDataset:
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` into a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def to_chw_uint8(image: np.ndarray, *, where: str = "image") -> np.ndarray:

@@ -9,6 +9,7 @@ nothing (``kdad.report`` writes ``<name>.md``, ``.tex`` and ``.csv`` for each):
 ``metrics_<d>_<p>``                   :mod:`.main` every computed metric at dataset level
 ``summary``                           :mod:`.main` dataset-level image AUROC for the README
 ``paper_comparison``                  :mod:`.paper` the paper's MKD numbers beside ours
+``protocols_<dataset>``               :mod:`.protocols` one-class beside multi-class, Δ and Wilcoxon p
 ``ablation_<dataset>``                :mod:`.ablations` groups by ``ablation_of``, Δ and Wilcoxon p
 ``localization_<d>_<p>``              :mod:`.localization` the paper's Table 1 shape
 ``defects_<d>_<p>``, ``levels_<d>_<p>``  :mod:`.defects` per defect kind and per difficulty level
@@ -25,6 +26,7 @@ from kdad.tables.defects import defect_tables
 from kdad.tables.localization import localization_tables
 from kdad.tables.main import main_tables, summary_table
 from kdad.tables.paper import paper_comparison
+from kdad.tables.protocols import protocol_tables
 from kdad.tables.ranks import rank_analysis, ranks_table
 from kdad.tables.results import Results, ResultsError, load_results
 from kdad.tables.speed import speed_table
@@ -43,6 +45,7 @@ def build_tables(results: Results, paper=None) -> list[Table]:
     tables: list[Table] = []
     if runs is not None:
         tables += main_tables(runs, paper)
+        tables += protocol_tables(runs)
         for t in (summary_table(runs, paper), paper_comparison(runs, paper)):
             if t is not None:
                 tables.append(t)

@@ -6,6 +6,9 @@ Every statement is computed here from ``runs.csv``, nothing is typed by hand:
   paired two-sided Wilcoxon signed-rank test over categories, with n (categories) beside p;
 * per dataset and protocol, the compared MKD variant against the best other compared method (by
   dataset-level mean): the two means, Δ, and the same test over categories;
+* per defect dataset and protocol, MKD against the best other localising method on pixel AUROC and
+  AU-PRO; and each compared variant's multi-class result against its one-class one (paired per
+  category, which is the same test set under both protocols there);
 * the Friedman test and Nemenyi critical difference over (dataset, category) blocks, or why there is
   none (:mod:`kdad.tables.ranks`).
 
@@ -22,8 +25,9 @@ import pandas as pd
 from kdad.stats import wilcoxon_vs_reference
 from kdad.tables.ablations import table_members
 from kdad.tables.paper import mkd_variant
+from kdad.tables.protocols import PAIRED
 from kdad.tables.ranks import rank_analysis, tied_groups
-from kdad.tables.results import ablation_groups, dataset_label, datasets, main_rows, protocols
+from kdad.tables.results import METRIC_LABELS, ablation_groups, dataset_label, datasets, main_rows, protocols
 from kdad.tables.summary import dataset_level
 from kdad.tables.writer import fmt_mean_std, fmt_p
 
@@ -37,18 +41,62 @@ def _test_phrase(t: pd.Series) -> str:
     return f"Wilcoxon signed-rank over categories: p = {fmt_p(t['p_value'])}, n = {n} categories"
 
 
-def _compare(rows: pd.DataFrame, a: str, b: str) -> str | None:
-    """``a`` against ``b`` on ``rows``: both means, Δ = a − b and the paired test (None without both)."""
-    rows = rows[rows["variant"].isin([a, b])]
-    dl = dataset_level(rows, "image_auroc")
-    if dl.empty or set(dl["variant"]) != {a, b}:
+def _compare(rows: pd.DataFrame, a: str, b: str, metric: str = "image_auroc", entity: str = "variant",
+             pair_on: tuple[str, ...] = ("dataset", "protocol", "category")) -> str | None:
+    """``a`` against ``b`` (values of ``entity``) on ``rows``: both means, Δ = a − b and the paired
+    test over categories (None without both)."""
+    rows = rows[rows[entity].isin([a, b])].dropna(subset=[metric])
+    dl = dataset_level(rows, metric, by=(entity,))
+    if dl.empty or set(dl[entity]) != {a, b}:
         return None
-    dl = dl.set_index("variant")
-    t = wilcoxon_vs_reference(rows, b).set_index("variant").loc[a]
+    dl = dl.set_index(entity)
+    t = wilcoxon_vs_reference(rows, b, value=metric, pair_on=pair_on, entity=entity).set_index(entity).loc[a]
     ma, mb = dl.loc[a], dl.loc[b]
     return (f"{a} {fmt_mean_std(ma['mean'], ma['std'], int(ma['n']))} vs {b} "
-            f"{fmt_mean_std(mb['mean'], mb['std'], int(mb['n']))} (image AUROC %, mean ± std over "
+            f"{fmt_mean_std(mb['mean'], mb['std'], int(mb['n']))} ({METRIC_LABELS[metric]} %, mean ± std over "
             f"{int(min(ma['n'], mb['n']))} seed(s)); Δ = {t['mean_diff'] * 100:+.2f} points; {_test_phrase(t)}")
+
+
+def _localisation(runs: pd.DataFrame) -> list[str]:
+    """Per dataset and protocol with maps: MKD against the best other localising method, per pixel metric."""
+    lines = []
+    main = main_rows(runs)
+    for dataset in datasets(main):
+        for protocol in protocols(main[main["dataset"] == dataset]):
+            rows = main[(main["dataset"] == dataset) & (main["protocol"] == protocol)]
+            mkd = mkd_variant(runs, dataset, protocol)
+            for metric in ("pixel_auroc", "aupro"):
+                if mkd is None or metric not in rows or rows.loc[rows["variant"] == mkd, metric].isna().all():
+                    continue
+                others = rows[(rows["method"] != "mkd") & rows[metric].notna()]
+                dl = dataset_level(others, metric)
+                if dl.empty:
+                    continue
+                best = dl.sort_values(["mean", "variant"], ascending=[False, True]).iloc[0]["variant"]
+                text = _compare(rows, mkd, best, metric)
+                if text:
+                    lines.append(f"- {dataset_label(dataset)}, {protocol}, {METRIC_LABELS[metric]}: {text}.")
+    return lines
+
+
+def _protocols(runs: pd.DataFrame) -> list[str]:
+    """Multi-class against one-class for each compared variant that ran under both, on the defect sets
+    (where a category is the same test set under both protocols)."""
+    lines = []
+    main = main_rows(runs)
+    for dataset in [d for d in datasets(main) if d in PAIRED]:
+        d = main[main["dataset"] == dataset]
+        for variant in sorted(set(d["variant"])):
+            rows = d[d["variant"] == variant]
+            if set(rows["protocol"]) < {"one-class", "multi-class"}:
+                continue
+            for metric in ("image_auroc", "pixel_auroc"):
+                if metric in rows and rows[metric].notna().any():
+                    text = _compare(rows, "multi-class", "one-class", metric, entity="protocol",
+                                    pair_on=("dataset", "variant", "category"))
+                    if text:
+                        lines.append(f"- {dataset_label(dataset)}, {variant}: {text}.")
+    return lines
 
 
 def _ablations(runs: pd.DataFrame) -> list[str]:
@@ -94,6 +142,14 @@ def claims_markdown(runs: pd.DataFrame) -> str:
     comp = _mkd_vs_best(runs)
     if comp:
         out += ["**MKD against the best other compared method** (MKD − other):", "", *comp, ""]
+    loc = _localisation(runs)
+    if loc:
+        out += ["**Localisation: MKD against the best other localising method** (MKD − other; pooled pixel "
+                "metrics over every test image):", "", *loc, ""]
+    prot = _protocols(runs)
+    if prot:
+        out += ["**One model for all categories against one per category** (multi-class − one-class, defect "
+                "sets):", "", *prot, ""]
     ra = rank_analysis(runs)
     if ra.ok:
         ranks = ", ".join(f"{m} {r:.2f}" for m, r in ra.result.mean_ranks.items())

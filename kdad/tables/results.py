@@ -68,7 +68,8 @@ PIXEL_METRICS = ("pixel_auroc", "aupro", "paper_pixel_metric", "pixel_ap", "pixe
 
 # options whose only effect is the anomaly map: variants that change nothing else are the
 # localisation table's cells (the paper's Table 1), not ablations of the detector
-LOCALIZATION_OPTIONS = ("localization", "blur_sigma", "map_normalization")
+LOCALIZATION_OPTIONS = ("localization", "blur_sigma", "map_normalization", "smooth_grad_noise", "smooth_grad_samples",
+                        "ig_steps", "grad_through", "map_subset", "map_batch")
 HINT_OPTIONS = ("train_hints", "score_hints")
 
 
