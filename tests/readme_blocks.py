@@ -1,12 +1,17 @@
 """README blocks that must equal generated files: the text between ``<!-- kdad:<tag> -->`` and
 ``<!-- /kdad:<tag> -->`` in README.md (``claims`` ↔ report/README_CLAIMS.md, ``table`` ↔
-report/README_TABLE.md), compared with surrounding blank lines and the staleness mark ignored."""
+report/README_TABLE.md, ``offline-<part>-claims`` ↔ report/paper_offline/<part>/README_CLAIMS.md …), compared with surrounding blank lines and the staleness mark ignored."""
 
 from __future__ import annotations
 
 import re
 
-BLOCKS = {"claims": "README_CLAIMS.md", "table": "README_TABLE.md"}
+# tag → file under report/: the default run's, and each committed part of config/paper_offline/
+BLOCKS = {"claims": "README_CLAIMS.md", "table": "README_TABLE.md",
+          **{f"offline-{part}-{kind}": f"paper_offline/{part}/README_{kind.upper()}.md"
+             for part in ("textures", "textures_hints_multiclass", "fashion_mnist", "fashion_mnist_ablations",
+                         "fashion_mnist_multiclass")
+             for kind in ("claims", "table")}}
 STALE = re.compile(r"^(\*\*Stale: [^\n]*\*\*\n\n|- Stale: [^\n]*\n)", re.M)
 
 
