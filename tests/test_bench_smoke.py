@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,5 +34,14 @@ def test_speed_benchmark_quick(tmp_path):
     # the paper's protocol extrapolated, with its assumptions as rows
     proto = df[df.setting == "fmnist_protocol"]
     assert {"protocol_hours_1seed", "protocol_hours_3seeds", "assume_epochs"} <= set(proto.measure)
+    # the machine's fp32 matmul peak, measured in the same run, and every training path's fraction of it
+    peak = df[df.measure == "fp32_matmul_peak_gflop_per_s"]
+    assert len(peak) == 1 and peak.value.iloc[0] > 0 and peak.unit.iloc[0] == "GFLOP/s"
+    frac = df[df.measure == "train_fraction_of_peak"]
+    assert set(zip(frac.setting, frac.path)) == {("fmnist_vgg16_32", "kdad"), ("fmnist_vgg16_32", "reference")}
+    for r in frac.itertuples():
+        gflops = df[(df.setting == r.setting) & (df.path == r.path) & (df.measure == "train_gflop_per_s")].value
+        assert r.value > 0 and r.unit == "fraction" and len(gflops) == 1
+        assert r.value == pytest.approx(gflops.iloc[0] / peak.value.iloc[0], rel=1e-4)  # the CSV keeps 6 digits
     assert (df.value.notna()).all() and (df.machine.notna()).all()
     assert "| setting" in proc.stdout and "Targets:" in proc.stdout
