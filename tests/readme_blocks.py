@@ -10,7 +10,7 @@ import re
 BLOCKS = {"claims": "README_CLAIMS.md", "table": "README_TABLE.md",
           **{f"offline-{part}-{kind}": f"paper_offline/{part}/README_{kind.upper()}.md"
              for part in ("textures", "textures_hints_multiclass", "fashion_mnist", "fashion_mnist_ablations",
-                         "fashion_mnist_multiclass")
+                         "fashion_mnist_multiclass", "fashion_mnist_cloner")
              for kind in ("claims", "table")}}
 STALE = re.compile(r"^(\*\*Stale: [^\n]*\*\*\n\n|- Stale: [^\n]*\n)", re.M)
 
