@@ -5,13 +5,14 @@ report/README_TABLE.md, ``offline-<part>-claims`` ↔ report/paper_offline/<part
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-# tag → file under report/: the default run's, and each committed part of config/paper_offline/
+# the parts of the offline paper reproduction: one per config file, named by it
+PARTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "config" / "paper_offline").glob("*.yaml"))
+# tag → file under report/: the default run's, and each part's
 BLOCKS = {"claims": "README_CLAIMS.md", "table": "README_TABLE.md",
           **{f"offline-{part}-{kind}": f"paper_offline/{part}/README_{kind.upper()}.md"
-             for part in ("textures", "textures_hints_multiclass", "fashion_mnist", "fashion_mnist_ablations",
-                         "fashion_mnist_multiclass", "fashion_mnist_cloner")
-             for kind in ("claims", "table")}}
+             for part in PARTS for kind in ("claims", "table")}}
 STALE = re.compile(r"^(\*\*Stale: [^\n]*\*\*\n\n|- Stale: [^\n]*\n)", re.M)
 
 
